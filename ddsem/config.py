@@ -1,0 +1,51 @@
+"""Typed, frozen configurations for every protocol. Defaults are the analysis paper's.
+
+Each default says where it comes from; a CPU test shrinks a config (width, steps, images),
+it never takes another code path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A classifier. ConvNet defaults: depth 3, width 128, instance norm, average pooling
+    (the dataset-distillation ConvNet; its "instancenorm" is GroupNorm(C, C, affine=True))."""
+
+    arch: str = "convnet"
+    width: int = 128
+    depth: int = 3
+    norm: str = "instancenorm"  # instancenorm | batchnorm | none
+    pooling: str = "avg"  # avg | max
+    channels: int = 3
+    num_classes: int = 10
+    image_size: int = 32
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """SGD with momentum. Defaults: the paper's protocol for training on distilled data
+    (lr 0.01, momentum 0.9, 300 full-batch iterations, no weight decay, no augmentation)."""
+
+    steps: int = 300
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int | None = None  # None: full batch
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain, JSON-ready dict of a (nested) config dataclass, for provenance and run keys."""
+    return asdict(cfg)
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a config dataclass from ``to_dict`` output, ignoring unknown keys."""
+    names = {f for f in cls.__dataclass_fields__}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+__all__ = ["ModelConfig", "TrainConfig", "to_dict", "from_dict", "field"]

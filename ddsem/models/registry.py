@@ -1,0 +1,37 @@
+"""Name -> constructor, plus seeded initial weights that are identical on every device."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ddsem.config import ModelConfig
+from ddsem.errors import UserError
+from ddsem.models.convnet import ConvNet
+
+ARCHITECTURES: dict[str, Callable[[ModelConfig], nn.Module]] = {"convnet": ConvNet}
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    try:
+        ctor = ARCHITECTURES[cfg.arch]
+    except KeyError:
+        known = ", ".join(sorted(ARCHITECTURES))
+        raise UserError(f"unknown architecture {cfg.arch!r}: known are {known}") from None
+    return ctor(cfg)
+
+
+def init_state(cfg: ModelConfig, seed: int) -> dict[str, torch.Tensor]:
+    """The initial state dict for ``seed``: built on the CPU under a private RNG, so the same
+    seed gives bit-identical weights on any device and does not disturb the global stream."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(cfg)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def has_batch_statistics(model: nn.Module) -> bool:
+    """True when a layer couples the samples of a batch (BatchNorm), which makes masking inexact."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
