@@ -49,3 +49,18 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
 
 
 __all__ = ["ModelConfig", "TrainConfig", "to_dict", "from_dict", "field"]
+
+
+@dataclass(frozen=True)
+class InfluenceConfig:
+    """Exact leave-one-out influence (paper section 5.1). The model and training protocol are a
+    ``ModelConfig`` and a ``TrainConfig`` beside it (the paper's: ConvNet-128-3, 300 steps)."""
+
+    # distilled: the full set and the set without image i (paper 5.1, eq. of influence);
+    # real: a fixed sample of real training images with and without image i added
+    # (paper 5.1, "independent of other distilled images": 100 additional real images).
+    context: str = "distilled"
+    real_images: int = 100  # paper 5.1: "we utilize 100 additional real images"
+    test_limit: int | None = None  # None: the whole test split (paper: all 10,000 CIFAR-10 tests)
+    selection_seed: int = 0  # picks the test subset and the real images (same for every seed)
+    top_k: int = 100  # most influenced test images kept per distilled image for plain SQL
