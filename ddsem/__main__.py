@@ -1,0 +1,3 @@
+from ddsem.cli import main
+
+main()
