@@ -1,0 +1,192 @@
+"""Flat exports of the database for other tools: attribute scores, the influence top-k table and
+annotations, as rows of plain values with names resolved (no ids to join by hand)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import select
+
+from ddsem.db.engine import Database
+from ddsem.db.tables import (
+    Annotation,
+    Attribute,
+    AttributeScore,
+    Dataset,
+    DistilledSet,
+    Image,
+    ImageAttribute,
+    InfluenceRun,
+    InfluenceTopK,
+)
+from ddsem.errors import UserError
+
+WHAT = ("scores", "influence-topk", "annotations")
+FORMATS = ("csv", "parquet", "json")
+
+SCORE_COLUMNS = [
+    "set", "method", "scope", "context", "distilled_index", "attribute", "class_filter",
+    "class", "estimator", "ap", "positive_rate", "positives", "lift",
+]  # fmt: skip
+TOPK_COLUMNS = [
+    "set", "method", "run_id", "seed", "context", "distilled_index", "rank", "test_index",
+    "test_label", "class", "influence",
+]  # fmt: skip
+ANNOTATION_COLUMNS = [
+    "dataset", "split", "index", "label", "class", "prompt_name", "annotator", "model",
+    "response", "attributes",
+]  # fmt: skip
+
+
+def _classes(s) -> dict[str, list[str]]:
+    return {name: json.loads(cj) for name, cj in s.exec(select(Dataset.name, Dataset.classes_json))}
+
+
+def _class_name(classes: list[str], label: int) -> str:
+    return classes[label] if 0 <= label < len(classes) else ""
+
+
+def score_rows(db: Database, set_name: str | None = None) -> list[dict[str, Any]]:
+    with db.session() as s:
+        classes = _classes(s)
+        q = (
+            select(
+                AttributeScore,
+                DistilledSet.name,
+                DistilledSet.method,
+                DistilledSet.dataset,
+                Attribute.name,
+            )
+            .join(DistilledSet, DistilledSet.id == AttributeScore.set_id)
+            .join(Attribute, Attribute.id == AttributeScore.attribute_id)
+        )
+        if set_name:
+            q = q.where(DistilledSet.name == set_name)
+        q = q.order_by(
+            AttributeScore.set_id, AttributeScore.scope, AttributeScore.class_filter,
+            AttributeScore.distilled_index, Attribute.name,
+        )  # fmt: skip
+        out = []
+        for sc, name, method, dataset, attribute in s.exec(q):
+            out.append(
+                {
+                    "set": name, "method": method, "scope": sc.scope, "context": sc.context,
+                    "distilled_index": sc.distilled_index, "attribute": attribute,
+                    "class_filter": sc.class_filter,
+                    "class": _class_name(classes.get(dataset, []), sc.class_filter)
+                    if sc.class_filter >= 0 else "all",
+                    "estimator": sc.estimator, "ap": sc.ap, "positive_rate": sc.positive_rate,
+                    "positives": sc.positives, "lift": sc.lift,
+                }
+            )  # fmt: skip
+        return out
+
+
+def topk_rows(db: Database, set_name: str | None = None) -> list[dict[str, Any]]:
+    with db.session() as s:
+        classes = _classes(s)
+        q = (
+            select(
+                InfluenceTopK,
+                InfluenceRun,
+                DistilledSet.name,
+                DistilledSet.method,
+                DistilledSet.dataset,
+            )
+            .join(InfluenceRun, InfluenceRun.id == InfluenceTopK.run_id)
+            .join(DistilledSet, DistilledSet.id == InfluenceRun.set_id)
+            .where(InfluenceRun.status == "complete")
+        )
+        if set_name:
+            q = q.where(DistilledSet.name == set_name)
+        q = q.order_by(InfluenceTopK.run_id, InfluenceTopK.distilled_index, InfluenceTopK.rank)
+        return [
+            {
+                "set": name,
+                "method": method,
+                "run_id": run.id,
+                "seed": run.seed,
+                "context": run.context,
+                "distilled_index": tk.distilled_index,
+                "rank": tk.rank,
+                "test_index": tk.test_index,
+                "test_label": tk.test_label,
+                "class": _class_name(classes.get(dataset, []), tk.test_label),
+                "influence": tk.value,
+            }  # fmt: skip
+            for tk, run, name, method, dataset in s.exec(q)
+        ]
+
+
+def annotation_rows(db: Database) -> list[dict[str, Any]]:
+    with db.session() as s:
+        names = {a.id: a.name for a in s.exec(select(Attribute))}
+        has: dict[int, list[str]] = defaultdict(list)
+        for image_id, attribute_id in s.exec(
+            select(ImageAttribute.image_id, ImageAttribute.attribute_id)
+        ):
+            has[image_id].append(names[attribute_id])
+        q = (
+            select(
+                Annotation,
+                Image.split,
+                Image.index,
+                Image.label,
+                Dataset.name,
+                Dataset.classes_json,
+            )
+            .join(Image, Image.id == Annotation.image_id)
+            .join(Dataset, Dataset.id == Image.dataset_id)
+            .order_by(Dataset.name, Image.split, Image.index, Annotation.prompt_name)
+        )
+        out = []
+        for ann, split, index, label, dataset, classes_json in s.exec(q):
+            out.append(
+                {
+                    "dataset": dataset, "split": split, "index": index, "label": label,
+                    "class": _class_name(json.loads(classes_json), label),
+                    "prompt_name": ann.prompt_name, "annotator": ann.annotator,
+                    "model": ann.model, "response": ann.response,
+                    "attributes": ";".join(sorted(has.get(ann.image_id, []))),
+                }
+            )  # fmt: skip
+        return out
+
+
+def check_target(out: str, fmt: str | None) -> tuple[Path, str]:
+    """Validate the output file and format before anything is read or written."""
+    path = Path(out).expanduser()
+    fmt = (fmt or path.suffix.lstrip(".")).lower()
+    if fmt not in FORMATS:
+        raise UserError(f"unknown export format {fmt!r}: use --format csv, parquet or json")
+    if path.is_dir():
+        raise UserError(f"--out is a folder: {path}; give a file name")
+    if not path.parent.exists():
+        raise UserError(f"output folder does not exist: {path.parent}")
+    if fmt == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise UserError("parquet export needs pyarrow: pip install pyarrow") from None
+    return path, fmt
+
+
+def write_rows(rows: list[dict[str, Any]], columns: list[str], path: Path, fmt: str) -> None:
+    """Write rows as CSV (header first), JSON (a list of objects) or Parquet (typed columns)."""
+    if fmt == "csv":
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    elif fmt == "json":
+        path.write_text(json.dumps(rows, indent=1, default=str) + "\n", encoding="utf-8")
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table({c: [r[c] for r in rows] for c in columns})
+        pq.write_table(table, path)

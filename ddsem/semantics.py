@@ -1,0 +1,791 @@
+"""Which semantics does a distilled image store? PR-AUC ranking and free-text questions.
+
+Paper section 5.2: rank the real test images by a distilled image's influence (descending: the
+images it helps most first) and measure, by the area under the precision-recall curve, how well
+that ranking finds the test images with an attribute ("yellow"), optionally among one class
+("yellow" among automobiles). The estimator is average precision exactly as scikit-learn's
+``average_precision_score`` defines it (ties share one threshold; the sum over thresholds of
+recall increase times precision), vectorised: one sort per distilled image and cumulative sums
+for all attributes at once.
+
+NumPy and the database only: no torch here, so the TUI and scripts import this cheaply.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ddsem.errors import UserError
+
+if TYPE_CHECKING:
+    from ddsem.db import Database
+    from ddsem.db.annotations import AttributeInfo
+
+ESTIMATOR = "average_precision"
+ESTIMATOR_TEXT = "average precision (scikit-learn's average_precision_score definition)"
+ALL_CLASSES = -1  # class_filter value meaning "every test image"
+
+
+# -- average precision ---------------------------------------------------------------------------
+
+
+def average_precision(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray | None = None,
+    num_groups: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Average precision of ranking the T items by each row of ``scores`` (highest first).
+
+    scores: (N, T) floats; labels: (T, A) bools (the positives of each of A columns);
+    groups: optional (T,) ints in [0, G): rank and score within each group separately.
+    Returns (N, G, A) float64 (G = 1 without groups); NaN where a group has no positive
+    (average precision is undefined there; scikit-learn warns and returns 0).
+
+    scikit-learn's AP is the sum over thresholds of (recall increase) x precision, a threshold
+    being the last item of each run of equal scores. Equivalently: the mean, over the
+    positives, of the precision at the threshold of the positive's run. Per row that needs one
+    lexicographic sort (group, then descending score) and, for all A columns at once, the
+    running count of positives at each positive (its ordinal within its column and group);
+    with ties, the count at the end of the run (a binary search).
+    """
+    scores = np.asarray(scores)
+    labels = np.asarray(labels, dtype=bool)
+    if scores.ndim != 2 or labels.ndim != 2 or labels.shape[0] != scores.shape[1]:
+        raise ValueError(
+            f"scores (N, T) and labels (T, A) expected, got {scores.shape}, {labels.shape}"
+        )
+    n, t = scores.shape
+    a = labels.shape[1]
+    if groups is None:
+        groups = np.zeros(t, dtype=np.int64)
+        num_groups = 1
+    groups = np.asarray(groups, dtype=np.int64)
+    g_count = int(num_groups if num_groups is not None else (groups.max() + 1 if t else 0))
+    out = np.full((n, g_count, a), np.nan)
+    if t == 0 or a == 0:
+        return out
+
+    group_of_position = np.sort(groups, kind="stable")  # the group at each sorted position
+    sizes = np.bincount(groups, minlength=g_count)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    rank_in_group = np.arange(1, t + 1) - starts[group_of_position]  # items ranked at or above
+    group_changes = group_of_position[1:] != group_of_position[:-1]
+    labels_t = np.ascontiguousarray(labels.T)  # (A, T): nonzero() then walks column by column
+    positives = np.zeros((g_count, a), dtype=np.int64)
+    np.add.at(positives, groups, labels.astype(np.int64))
+
+    for k in range(n):
+        s = scores[k]
+        order = np.lexsort((-s, groups))  # by group, then by descending score
+        sorted_scores = s[order]
+        is_end = np.empty(t, dtype=bool)  # last position of a run of equal scores: a threshold
+        is_end[:-1] = (sorted_scores[1:] != sorted_scores[:-1]) | group_changes
+        is_end[-1] = True
+        # every positive as (column, sorted position), ordered by column, then position
+        cols, rows = np.nonzero(labels_t[:, order])
+        key = cols * g_count + group_of_position[rows]  # (column, group) runs, nondecreasing
+        change = np.empty(len(key), dtype=bool)
+        change[:1] = True
+        change[1:] = key[1:] != key[:-1]
+        run_start = np.maximum.accumulate(np.where(change, np.arange(len(key)), 0))
+        if is_end.all():  # no ties: each positive is its own threshold
+            true_positives = np.arange(1, len(key) + 1) - run_start
+            ranks = rank_in_group[rows]
+        else:  # ties: precision is read at the end of the positive's run of equal scores
+            ends = np.flatnonzero(is_end)
+            block_end = ends[np.cumsum(is_end) - is_end][rows]
+            ordered = key * t + rows
+            true_positives = np.searchsorted(ordered, key * t + block_end, side="right") - run_start
+            ranks = rank_in_group[block_end]
+        # AP * positives = sum over positives of the precision at their threshold
+        sums = np.bincount(key, weights=true_positives / ranks, minlength=a * g_count)
+        out[k] = sums.reshape(a, g_count).T
+        if progress is not None:
+            progress(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = out / positives[None].astype(np.float64)
+    out[:, positives == 0] = np.nan
+    return out
+
+
+def precision_recall_curve(
+    scores: np.ndarray, positives: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(recall, precision) at scikit-learn's thresholds, recall increasing from (0, 1).
+
+    Plot with ``step(recall, precision, where="pre")``: the area under that step function is
+    exactly ``average_precision``.
+    """
+    scores = np.asarray(scores)
+    positives = np.asarray(positives, dtype=bool)
+    total = int(positives.sum())
+    if total == 0:
+        raise ValueError("no positives: the precision-recall curve is undefined")
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores = scores[order]
+    ends = np.flatnonzero(np.r_[sorted_scores[1:] != sorted_scores[:-1], True])
+    tp = np.cumsum(positives[order])[ends].astype(np.float64)
+    precision = tp / (ends + 1)
+    recall = tp / total
+    return np.r_[0.0, recall], np.r_[1.0, precision]
+
+
+@dataclass
+class Scores:
+    """Average precision of every distilled image for every attribute and class filter."""
+
+    class_filters: list[int]  # ALL_CLASSES (-1) or a class index, one per block
+    ap: np.ndarray  # (N, F, A) float64; NaN where the filter has no positive of the attribute
+    positives: np.ndarray  # (F, A) int: test images with the attribute (in the filter)
+    totals: np.ndarray  # (F,) int: test images in the filter
+
+    @property
+    def positive_rate(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.positives / self.totals[:, None]
+
+    @property
+    def lift(self) -> np.ndarray:
+        """AP relative to a random ranking (whose expected AP is about the positive rate)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.ap / self.positive_rate[None]
+
+
+def score_attributes(
+    influence: np.ndarray,
+    test_classes: np.ndarray,
+    attribute_labels: np.ndarray,
+    num_classes: int,
+    *,
+    all_classes: bool = True,
+    within_class: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> Scores:
+    """AP of each distilled image's influence ranking (N x T) for each attribute (T x A),
+    over all test images and/or within each class (class filters -1 and 0..C-1)."""
+    test_classes = np.asarray(test_classes, dtype=np.int64)
+    blocks: list[np.ndarray] = []
+    filters: list[int] = []
+    positives: list[np.ndarray] = []
+    totals: list[int] = []
+    if all_classes:
+        blocks.append(average_precision(influence, attribute_labels, progress=progress)[:, 0:1])
+        filters.append(ALL_CLASSES)
+        positives.append(attribute_labels.sum(axis=0)[None])
+        totals.append(len(test_classes))
+    if within_class:
+        blocks.append(
+            average_precision(
+                influence, attribute_labels, test_classes, num_classes, progress=progress
+            )
+        )
+        filters.extend(range(num_classes))
+        per_class = np.zeros((num_classes, attribute_labels.shape[1]), dtype=np.int64)
+        np.add.at(per_class, test_classes, attribute_labels.astype(np.int64))
+        positives.append(per_class)
+        totals.extend(np.bincount(test_classes, minlength=num_classes).tolist())
+    if not blocks:
+        raise UserError("nothing to rank: choose --within-class, --all-classes or neither (both)")
+    return Scores(
+        class_filters=filters,
+        ap=np.concatenate(blocks, axis=1),
+        positives=np.concatenate(positives, axis=0),
+        totals=np.asarray(totals, dtype=np.int64),
+    )
+
+
+# -- free-text questions -------------------------------------------------------------------------
+
+# Other words for the CIFAR-10 classes (singular; plurals are handled by ``singular``).
+CLASS_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "airplane": ("plane", "aeroplane", "aircraft", "jet", "airliner", "jetliner"),
+    "automobile": ("car", "auto", "sedan", "motorcar"),
+    "bird": (),
+    "cat": ("kitten", "kitty"),
+    "deer": ("stag", "doe", "fawn"),
+    "dog": ("puppy", "pup", "hound"),
+    "frog": ("toad",),
+    "horse": ("pony", "stallion", "mare"),
+    "ship": ("boat", "vessel"),
+    "truck": ("lorry",),
+}
+
+# Words a question may carry that name neither an attribute nor a class.
+_STOP_TEXT = """a an the of in on at with and or for to from by that which what who whose is are was do
+    does did has have show me find list give distilled image images picture pictures photo
+    photos drive drives driving influence influences influenced store stores storing contain
+    contains most more about there any some than it its"""
+STOP_WORDS = frozenset(_STOP_TEXT.split())
+
+_IRREGULAR = {
+    "mice": "mouse", "men": "man", "women": "woman", "children": "child", "people": "person",
+    "leaves": "leaf", "wolves": "wolf", "knives": "knife", "shelves": "shelf", "geese": "goose",
+    "teeth": "tooth", "feet": "foot", "oxen": "ox", "buses": "bus", "glasses": "glass",
+    "grass": "grass", "bus": "bus", "glass": "glass",
+}  # fmt: skip
+
+
+def singular(word: str) -> str:
+    """English plural -> singular for the nouns of questions (cars, puppies, boxes, mice)."""
+    if word in _IRREGULAR:
+        return _IRREGULAR[word]
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 4 and word.endswith(("ses", "xes", "zes", "ches", "shes")):
+        return word[:-2]
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+(?:['-][a-z0-9]+)*", text.lower().replace("_", " "))
+
+
+def _phrase_keys(tokens: Sequence[str]) -> list[str]:
+    """A phrase as written, and with its last word made singular."""
+    plain = " ".join(tokens)
+    single = " ".join([*tokens[:-1], singular(tokens[-1])])
+    return [plain] if single == plain else [plain, single]
+
+
+@dataclass
+class ParsedQuery:
+    """What a question was understood as: attribute(s) (all must hold) and an optional class."""
+
+    text: str
+    attributes: list[str]  # vocabulary names, in the order written
+    class_index: int | None
+    class_name: str | None
+    notes: list[str] = field(default_factory=list)  # how words were read ("cars" -> automobile)
+    ignored: list[str] = field(default_factory=list)  # words not understood
+
+    def describe(self) -> str:
+        what = " and ".join(f'"{a}"' for a in self.attributes)
+        where = f"class {self.class_name}" if self.class_name else "all classes"
+        text = f"understood: attribute {what}, {where}"
+        if self.notes:
+            text += f" ({'; '.join(self.notes)})"
+        if self.ignored:
+            text += f"; ignored: {', '.join(self.ignored)}"
+        return text
+
+
+class Vocabulary:
+    """Lookup from words and phrases to attribute names (name and synonyms) and classes."""
+
+    def __init__(self, attributes: Sequence[AttributeInfo | str], classes: Sequence[str]) -> None:
+        self.attribute_names: list[str] = []
+        self.terms: dict[str, str] = {}  # term (and its singular) -> attribute name
+        for attr in attributes:
+            name = attr if isinstance(attr, str) else attr.name
+            synonyms = [] if isinstance(attr, str) else list(attr.synonyms)
+            self.attribute_names.append(name)
+            for term in [name, *synonyms]:
+                words = _words(term)
+                if words:
+                    for key in _phrase_keys(words):
+                        self.terms.setdefault(key, name)
+        self.classes = [c.replace("_", " ") for c in classes]
+        self.class_terms: dict[str, int] = {}  # word or phrase -> class index
+        for index, name in enumerate(self.classes):
+            words = _words(name)
+            extra = [_words(s) for s in CLASS_SYNONYMS.get(name, ())]
+            for term in [words, *extra]:
+                for key in _phrase_keys(term):
+                    self.class_terms.setdefault(key, index)
+        self.longest = max([len(k.split()) for k in [*self.terms, *self.class_terms]] or [1])
+
+    def nearest_attributes(self, word: str, n: int = 5) -> list[str]:
+        """The vocabulary's attribute names closest in spelling to ``word``."""
+        found = difflib.get_close_matches(word, list(self.terms), n=n * 3, cutoff=0.5)
+        names: list[str] = []
+        for term in found:
+            if self.terms[term] not in names:
+                names.append(self.terms[term])
+        return names[:n]
+
+
+def parse_query(text: str, vocabulary: Vocabulary) -> ParsedQuery:
+    """Free text -> attribute(s) and class.
+
+    Exact phrases first (longest first; plural last words made singular; class names and their
+    synonyms such as car -> automobile), then close spellings of the leftover words
+    (difflib, ratio >= 0.8). Raises UserError when no attribute is recognised, listing the
+    nearest known ones.
+    """
+    tokens = _words(text)
+    if not tokens:
+        raise UserError('the question is empty: ask e.g. ddsem query "yellow cars"')
+    attributes: list[str] = []
+    class_index: int | None = None
+    notes: list[str] = []
+    leftover: list[str] = []
+
+    def set_class(index: int, written: str) -> bool:
+        nonlocal class_index
+        if class_index is None:
+            class_index = index
+            if written != vocabulary.classes[index]:
+                notes.append(f'"{written}" -> {vocabulary.classes[index]}')
+            return True
+        return class_index == index
+
+    def add_attribute(name: str, written: str) -> None:
+        if name not in attributes:
+            attributes.append(name)
+        if written != name:
+            notes.append(f'"{written}" -> {name}')
+
+    i = 0
+    while i < len(tokens):
+        matched = 0
+        for n in range(min(vocabulary.longest, len(tokens) - i), 0, -1):
+            phrase = tokens[i : i + n]
+            keys = _phrase_keys(phrase)
+            written = " ".join(phrase)
+            class_hit = next(
+                (vocabulary.class_terms[k] for k in keys if k in vocabulary.class_terms), None
+            )
+            attr_hit = next((vocabulary.terms[k] for k in keys if k in vocabulary.terms), None)
+            if class_hit is not None and set_class(class_hit, written):
+                matched = n
+                break
+            if attr_hit is not None:
+                add_attribute(attr_hit, written)
+                matched = n
+                break
+            if class_hit is not None:
+                names = (vocabulary.classes[class_index or 0], vocabulary.classes[class_hit])
+                raise UserError(
+                    f"name one class at most; the question names {names[0]} and {names[1]}"
+                )
+        if matched:
+            i += matched
+        else:
+            leftover.append(tokens[i])
+            i += 1
+
+    ignored: list[str] = []
+    unknown: list[str] = []
+    known_terms = list(vocabulary.terms)
+    class_words = list(vocabulary.class_terms)
+    for word in leftover:
+        if word in STOP_WORDS or word.isdigit():
+            continue
+        candidates = {word, singular(word)}
+        attr_close = _closest(candidates, known_terms)
+        class_close = _closest(candidates, class_words) if class_index is None else None
+        if class_close and (not attr_close or class_close[1] >= attr_close[1]):
+            set_class(vocabulary.class_terms[class_close[0]], word)
+        elif attr_close:
+            add_attribute(vocabulary.terms[attr_close[0]], word)
+        else:
+            unknown.append(word)
+            ignored.append(word)
+
+    if not attributes:
+        if unknown:
+            hints = []
+            for word in unknown:
+                near = vocabulary.nearest_attributes(word)
+                hints.append(f"'{word}': {', '.join(near) if near else 'nothing close'}")
+            raise UserError(
+                f"no known attribute in {text!r}; nearest known attributes: " + "; ".join(hints)
+            )
+        sample = ", ".join(vocabulary.attribute_names[:12])
+        raise UserError(
+            f"no attribute in {text!r}: name one, e.g. {sample}"
+            if sample
+            else "the attribute vocabulary is empty: run `ddsem attributes extract`"
+        )
+    return ParsedQuery(
+        text=text,
+        attributes=attributes,
+        class_index=class_index,
+        class_name=vocabulary.classes[class_index] if class_index is not None else None,
+        notes=notes,
+        ignored=ignored,
+    )
+
+
+def _closest(words: set[str], terms: list[str]) -> tuple[str, float] | None:
+    """The closest term to any of ``words`` with difflib ratio >= 0.8, and its ratio."""
+    best: tuple[str, float] | None = None
+    for word in words:
+        for term in difflib.get_close_matches(word, terms, n=1, cutoff=0.8):
+            ratio = difflib.SequenceMatcher(None, word, term).ratio()
+            if best is None or ratio > best[1]:
+                best = (term, ratio)
+    return best
+
+
+# -- inputs from the database --------------------------------------------------------------------
+
+
+@dataclass
+class RankingInputs:
+    """Everything ranking needs for one distilled set and scope, read from the database."""
+
+    set_id: int
+    set_name: str
+    method: str
+    context: str
+    scope: str  # "seed:<S>" or "mean"
+    seeds: list[int]
+    influence: np.ndarray  # (N, T) float: the run's (or the seeds' mean) influence
+    test_indices: np.ndarray  # (T,) int64 into the test split
+    test_classes: np.ndarray  # (T,) int64
+    image_ids: np.ndarray  # (T,) int64 Image ids
+    attributes: list[AttributeInfo]
+    labels: np.ndarray  # (T, A) bool
+    classes: list[str]
+    distilled_labels: np.ndarray  # (N,) int64
+    dataset_id: int
+    skipped_unannotated: int  # test images of the run left out: not annotated yet
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def scope_option(self) -> str:
+        """The command-line option that selects this scope again."""
+        return "--mean-over-seeds" if self.scope == "mean" else f"--seed {self.seeds[0]}"
+
+
+def select_runs(runs: list, seed: int | None, mean_over_seeds: bool) -> tuple[str, list]:
+    """(scope, runs): ``--seed S`` -> "seed:S"; ``--mean-over-seeds`` -> "mean"; neither: the
+    only run, or the mean when there are several."""
+    if seed is not None and mean_over_seeds:
+        raise UserError("choose one of --seed S and --mean-over-seeds")
+    seeds = [r.seed for r in runs]
+    if seed is not None:
+        chosen = [r for r in runs if r.seed == seed]
+        if not chosen:
+            raise UserError(
+                f"no complete influence run with seed {seed}; complete seeds: "
+                f"{', '.join(map(str, seeds))} (run `ddsem influence --seeds {seed}` to add it)"
+            )
+        return f"seed:{seed}", chosen
+    if mean_over_seeds or len(runs) > 1:
+        return "mean", runs
+    return f"seed:{runs[0].seed}", runs
+
+
+def load_inputs(
+    db: Database,
+    *,
+    method: str | None = None,
+    set_name: str | None = None,
+    seed: int | None = None,
+    mean_over_seeds: bool = False,
+    context: str = "distilled",
+) -> RankingInputs:
+    """Read influence, test images and attributes; each missing step names its command."""
+    from ddsem.db.annotations import attribute_labels, list_attributes
+    from ddsem.db.influence import list_runs, load_influence
+    from ddsem.db.scores import annotated_image_ids, test_image_keys
+    from ddsem.db.sets import dataset_classes, find_set, get_dataset, set_tensors
+
+    summary = find_set(db, set_name, method)
+    how = f"--method {summary.method}" if not set_name else f"--set {summary.name}"
+    runs = list_runs(db, summary.id, context=context)
+    if not runs:
+        pending = list_runs(db, summary.id, context=context, complete_only=False)
+        extra = (
+            f" (seed {', '.join(str(r.seed) for r in pending)} unfinished: re-running resumes it)"
+            if pending
+            else ""
+        )
+        raise UserError(
+            f"no complete influence run for set {summary.name!r}{extra}: "
+            f"run `ddsem influence --method {summary.method}` first"
+        )
+    scope, chosen = select_runs(runs, seed, mean_over_seeds)
+
+    matrices = []
+    test_indices: np.ndarray | None = None
+    for run in chosen:
+        matrix, indices = load_influence(db, run.id)
+        if test_indices is None:
+            test_indices = indices
+        elif not np.array_equal(indices, test_indices):
+            raise UserError(
+                f"influence runs of seeds {chosen[0].seed} and {run.seed} cover different test "
+                "images, so they cannot be averaged: rank one with --seed S"
+            )
+        matrices.append(matrix.astype(np.float64))
+    assert test_indices is not None
+    influence = matrices[0] if len(matrices) == 1 else np.mean(matrices, axis=0)
+    _, distilled_labels = set_tensors(db, summary.id)
+    if influence.shape[0] != len(distilled_labels):
+        raise UserError(
+            f"influence run of set {summary.name!r} has {influence.shape[0]} rows for "
+            f"{len(distilled_labels)} distilled images: re-run `ddsem influence {how}`"
+        )
+    if not np.isfinite(influence).all():
+        raise UserError(f"influence of set {summary.name!r} has NaN or infinite values")
+
+    annotate_hint = "run `ddsem annotate` then `ddsem attributes extract`"
+    dataset = get_dataset(db, summary.dataset)
+    keys = test_image_keys(db, dataset.id) if dataset is not None else {}
+    annotated = annotated_image_ids(db) if keys else set()
+    keep = [
+        k for k, idx in enumerate(test_indices.tolist())
+        if idx in keys and keys[idx][0] in annotated
+    ]  # fmt: skip
+    if not keep:
+        raise UserError(
+            f"none of the {len(test_indices)} test images of the influence run is annotated: "
+            f"{annotate_hint}"
+        )
+    vocabulary = list_attributes(db)
+    if not vocabulary:
+        raise UserError("the attribute vocabulary is empty: run `ddsem attributes extract`")
+    keep_arr = np.asarray(keep, dtype=np.int64)
+    kept_indices = test_indices[keep_arr]
+    image_ids = np.asarray([keys[int(i)][0] for i in kept_indices], dtype=np.int64)
+    test_classes = np.asarray([keys[int(i)][1] for i in kept_indices], dtype=np.int64)
+    attributes, labels = attribute_labels(db, image_ids.tolist())
+    if not labels.any():
+        raise UserError(
+            "no annotated test image of the influence run has an attribute: "
+            "run `ddsem attributes extract` (or `ddsem attributes add`)"
+        )
+    assert dataset is not None
+    return RankingInputs(
+        set_id=summary.id,
+        set_name=summary.name,
+        method=summary.method,
+        context=context,
+        scope=scope,
+        seeds=[r.seed for r in chosen],
+        influence=influence[:, keep_arr],
+        test_indices=kept_indices,
+        test_classes=test_classes,
+        image_ids=image_ids,
+        attributes=attributes,
+        labels=labels,
+        classes=dataset_classes(dataset),
+        distilled_labels=distilled_labels,
+        dataset_id=dataset.id or 0,
+        skipped_unannotated=len(test_indices) - len(keep),
+    )
+
+
+def score_rows(inputs: RankingInputs, scores: Scores) -> tuple[list[dict[str, Any]], int]:
+    """AttributeScore rows for every defined (distilled image, attribute, class filter), and the
+    number of (attribute, class filter) pairs left out because they have no positive."""
+    rate = scores.positive_rate
+    lift = scores.lift
+    defined = scores.positives > 0  # (F, A)
+    rows: list[dict[str, Any]] = []
+    f_idx, a_idx = np.nonzero(defined)
+    for k in range(scores.ap.shape[0]):
+        ap_k = scores.ap[k, f_idx, a_idx]
+        lift_k = lift[k, f_idx, a_idx]
+        for f, a, ap, li in zip(
+            f_idx.tolist(), a_idx.tolist(), ap_k.tolist(), lift_k.tolist(), strict=True
+        ):
+            rows.append(
+                {
+                    "set_id": inputs.set_id,
+                    "scope": inputs.scope,
+                    "context": inputs.context,
+                    "distilled_index": k,
+                    "attribute_id": inputs.attributes[a].id,
+                    "class_filter": scores.class_filters[f],
+                    "estimator": ESTIMATOR,
+                    "ap": ap,
+                    "positive_rate": float(rate[f, a]),
+                    "positives": int(scores.positives[f, a]),
+                    "lift": li,
+                }
+            )
+    return rows, int((~defined).sum())
+
+
+# -- answering a question ------------------------------------------------------------------------
+
+
+@dataclass
+class TestHit:
+    test_index: int  # index into the test split
+    image_id: int
+    influence: float
+
+
+@dataclass
+class QueryResult:
+    distilled_index: int
+    label: int
+    class_name: str
+    ap: float
+    lift: float
+    top_images: list[TestHit]
+
+
+@dataclass
+class Answer:
+    parsed: ParsedQuery
+    set_name: str
+    method: str
+    scope: str
+    positives: int
+    total: int  # test images in the class filter (annotated ones)
+    results: list[QueryResult]  # ranked by AP, highest first
+    num_distilled: int
+
+    @property
+    def positive_rate(self) -> float:
+        return self.positives / self.total if self.total else float("nan")
+
+    def as_json(self) -> dict[str, Any]:
+        """Stable keys for scripts."""
+        return {
+            "query": self.parsed.text,
+            "attribute": " & ".join(self.parsed.attributes),
+            "attributes": self.parsed.attributes,
+            "class": self.parsed.class_name,
+            "class_index": self.parsed.class_index,
+            "understood": self.parsed.describe(),
+            "set": self.set_name,
+            "method": self.method,
+            "scope": self.scope,
+            "estimator": ESTIMATOR,
+            "positives": self.positives,
+            "test_images": self.total,
+            "positive_rate": self.positive_rate,
+            "distilled_images": self.num_distilled,
+            "results": [
+                {
+                    "rank": r + 1,
+                    "distilled_index": res.distilled_index,
+                    "label": res.label,
+                    "class": res.class_name,
+                    "ap": res.ap,
+                    "lift": res.lift,
+                    "top_test_images": [
+                        {
+                            "test_index": h.test_index,
+                            "image_id": h.image_id,
+                            "influence": h.influence,
+                        }
+                        for h in res.top_images
+                    ],
+                }
+                for r, res in enumerate(self.results)
+            ],
+        }
+
+
+def query_columns(inputs: RankingInputs, parsed: ParsedQuery) -> tuple[np.ndarray, np.ndarray]:
+    """(members, positives) bool (T,): the test images in the class filter, and those of them
+    with every asked attribute. Refuses (one line) a question with no positive."""
+    column = {a.name: k for k, a in enumerate(inputs.attributes)}
+    missing = [a for a in parsed.attributes if a not in column]
+    if missing:
+        raise UserError(f"attribute {missing[0]!r} is not in the vocabulary")
+    has_all = inputs.labels[:, [column[a] for a in parsed.attributes]].all(axis=1)
+    if parsed.class_index is None:
+        members = np.ones(len(has_all), dtype=bool)
+    else:
+        members = inputs.test_classes == parsed.class_index
+    positives = has_all & members
+    if not positives.any():
+        what = " and ".join(repr(a) for a in parsed.attributes)
+        if parsed.class_index is None:
+            raise UserError(f"no annotated test image has {what}: nothing to rank")
+        counts = inputs.labels[members].sum(axis=0)
+        common = [
+            f"{inputs.attributes[k].name} ({int(counts[k])})"
+            for k in np.argsort(-counts, kind="stable")[:8]
+            if counts[k] > 0
+        ]
+        raise UserError(
+            f"no {parsed.class_name} test image has {what} (0 of {int(members.sum())} annotated); "
+            f"{parsed.class_name} attributes with positives: {', '.join(common) or 'none'}"
+        )
+    return members, positives
+
+
+def answer_query(
+    inputs: RankingInputs, parsed: ParsedQuery, *, top: int = 5, images_per_result: int = 5
+) -> Answer:
+    """Distilled images ranked by the AP of their influence ranking for the question, each
+    with its most influenced test images that have the attribute(s)."""
+    members, positives = query_columns(inputs, parsed)
+    ap = average_precision(inputs.influence[:, members], positives[members][:, None])[:, 0, 0]
+    rate = positives.sum() / members.sum()
+    order = np.argsort(-ap, kind="stable")[: max(top, 0)]
+    pos_idx = np.flatnonzero(positives)
+    results = []
+    for k in order.tolist():
+        values = inputs.influence[k, pos_idx]
+        best = pos_idx[np.argsort(-values, kind="stable")[:images_per_result]]
+        label = int(inputs.distilled_labels[k])
+        results.append(
+            QueryResult(
+                distilled_index=k,
+                label=label,
+                class_name=inputs.classes[label] if label < len(inputs.classes) else str(label),
+                ap=float(ap[k]),
+                lift=float(ap[k] / rate),
+                top_images=[
+                    TestHit(
+                        int(inputs.test_indices[j]),
+                        int(inputs.image_ids[j]),
+                        float(inputs.influence[k, j]),
+                    )
+                    for j in best.tolist()
+                ],
+            )
+        )
+    return Answer(
+        parsed=parsed,
+        set_name=inputs.set_name,
+        method=inputs.method,
+        scope=inputs.scope,
+        positives=int(positives.sum()),
+        total=int(members.sum()),
+        results=results,
+        num_distilled=inputs.influence.shape[0],
+    )
+
+
+def ask(
+    db: Database,
+    text: str,
+    *,
+    method: str | None = None,
+    set_name: str | None = None,
+    seed: int | None = None,
+    mean_over_seeds: bool = False,
+    top: int = 5,
+    images_per_result: int = 5,
+) -> Answer:
+    """The whole question path (used by ``ddsem query`` and the TUI): parse, read, rank."""
+    from ddsem.db.annotations import list_attributes
+    from ddsem.db.sets import dataset_classes, find_set, get_dataset
+
+    summary = find_set(db, set_name, method)
+    dataset = get_dataset(db, summary.dataset)
+    classes = dataset_classes(dataset) if dataset is not None else []
+    vocabulary = list_attributes(db)
+    if not vocabulary:
+        raise UserError(
+            "the attribute vocabulary is empty: run `ddsem annotate` then `ddsem attributes extract`"
+        )
+    parsed = parse_query(text, Vocabulary(vocabulary, classes))
+    inputs = load_inputs(
+        db, method=method, set_name=set_name, seed=seed, mean_over_seeds=mean_over_seeds
+    )
+    return answer_query(inputs, parsed, top=top, images_per_result=images_per_result)
