@@ -28,7 +28,7 @@ def pr_curves(
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,23 +45,39 @@ def influence_grid(
     path: str | Path,
 ) -> Path:
     """A distilled image beside the 3x3 grid of its most influenced test images (Fig. 10).
-    Images are HWC uint8 (or floats in [0, 1]); None draws an empty tile."""
-    plt = _pyplot()
-    fig = plt.figure(figsize=(5.6, 3.3))
-    grid = fig.add_gridspec(3, 5, wspace=0.1, hspace=0.35)
-    ax = fig.add_subplot(grid[0:2, 0:2])
-    ax.imshow(distilled, interpolation="nearest")
-    ax.set_title(distilled_title, fontsize=8)
-    ax.axis("off")
-    for i in range(9):
-        ax = fig.add_subplot(grid[i // 3, 2 + i % 3])
-        ax.axis("off")
-        if i < len(test_images):
-            if test_images[i] is not None:
-                ax.imshow(test_images[i], interpolation="nearest")
-            ax.set_title(test_titles[i], fontsize=6)
+
+    Images are HWC uint8; None leaves a grey tile; a title may have two lines. Composed with
+    Pillow (pixels scaled by whole factors, nearest neighbour), which is about a hundred times
+    faster than a matplotlib figure: a report draws one of these per distilled image.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=11)
+    pad, scale, big, text_h = 8, 3, 6, 28
+    tile = 32 * scale
+    cell_w, cell_h = tile + 14, tile + text_h
+    left = 32 * big + 2 * pad
+    width = left + 3 * cell_w + pad
+    height = max(3 * cell_h + 2 * pad, 32 * big + text_h + 2 * pad)
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+
+    def paste(pixels: np.ndarray | None, x: int, y: int, factor: int) -> None:
+        size = 32 * factor
+        if pixels is None:
+            draw.rectangle([x, y, x + size - 1, y + size - 1], fill=(200, 200, 200))
+            return
+        img = Image.fromarray(np.asarray(pixels, dtype=np.uint8))
+        canvas.paste(img.resize((img.width * factor, img.height * factor), Image.NEAREST), (x, y))
+
+    draw.text((pad, pad), distilled_title, fill="black", font=font)
+    paste(distilled, pad, pad + 16, big)
+    for i in range(min(9, len(test_images))):
+        x = left + (i % 3) * cell_w
+        y = pad + (i // 3) * cell_h
+        paste(test_images[i], x, y, scale)
+        draw.multiline_text((x, y + tile + 1), test_titles[i], fill="black", font=font, spacing=1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    canvas.save(path, format="PNG")
     return path

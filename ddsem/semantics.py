@@ -119,10 +119,10 @@ def average_precision(
 def precision_recall_curve(
     scores: np.ndarray, positives: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(recall, precision) at scikit-learn's thresholds, recall increasing from (0, 1).
+    """(recall, precision) at scikit-learn's thresholds where recall increases, from (0, 1).
 
     Plot with ``step(recall, precision, where="pre")``: the area under that step function is
-    exactly ``average_precision``.
+    exactly ``average_precision`` (thresholds where recall stays put add nothing to it).
     """
     scores = np.asarray(scores)
     positives = np.asarray(positives, dtype=bool)
@@ -133,8 +133,9 @@ def precision_recall_curve(
     sorted_scores = scores[order]
     ends = np.flatnonzero(np.r_[sorted_scores[1:] != sorted_scores[:-1], True])
     tp = np.cumsum(positives[order])[ends].astype(np.float64)
-    precision = tp / (ends + 1)
-    recall = tp / total
+    rises = np.diff(tp, prepend=0.0) > 0
+    precision = tp[rises] / (ends[rises] + 1)
+    recall = tp[rises] / total
     return np.r_[0.0, recall], np.r_[1.0, precision]
 
 
@@ -257,6 +258,15 @@ def _phrase_keys(tokens: Sequence[str]) -> list[str]:
     return [plain] if single == plain else [plain, single]
 
 
+def _term_keys(tokens: Sequence[str]) -> list[str]:
+    """Lookup keys of a vocabulary term: as written, singular, and a plain plural (the plural
+    helps close spellings of plurals: "carss" is nearer "cars" than "car")."""
+    keys = _phrase_keys(tokens)
+    if not tokens[-1].endswith("s"):
+        keys.append(" ".join([*tokens[:-1], tokens[-1] + "s"]))
+    return keys
+
+
 @dataclass
 class ParsedQuery:
     """What a question was understood as: attribute(s) (all must hold) and an optional class."""
@@ -292,7 +302,7 @@ class Vocabulary:
             for term in [name, *synonyms]:
                 words = _words(term)
                 if words:
-                    for key in _phrase_keys(words):
+                    for key in _term_keys(words):
                         self.terms.setdefault(key, name)
         self.classes = [c.replace("_", " ") for c in classes]
         self.class_terms: dict[str, int] = {}  # word or phrase -> class index
@@ -300,7 +310,7 @@ class Vocabulary:
             words = _words(name)
             extra = [_words(s) for s in CLASS_SYNONYMS.get(name, ())]
             for term in [words, *extra]:
-                for key in _phrase_keys(term):
+                for key in _term_keys(term):
                     self.class_terms.setdefault(key, index)
         self.longest = max([len(k.split()) for k in [*self.terms, *self.class_terms]] or [1])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,7 +87,12 @@ def rank(
     do_within = not all_classes
     n, t = inputs.influence.shape
     start = time.perf_counter()
-    with common.progress(n * (do_all + do_within), "ranking test images") as advance:
+    bar = (
+        nullcontext(None)  # --json: stdout carries only the JSON
+        if as_json
+        else common.progress(n * (do_all + do_within), "ranking test images")
+    )
+    with bar as advance:
         scores = score_attributes(
             inputs.influence,
             inputs.test_classes,
