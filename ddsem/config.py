@@ -64,3 +64,29 @@ class InfluenceConfig:
     test_limit: int | None = None  # None: the whole test split (paper: all 10,000 CIFAR-10 tests)
     selection_seed: int = 0  # picks the test subset and the real images (same for every seed)
     top_k: int = 100  # most influenced test images kept per distilled image for plain SQL
+
+
+# -- annotation and the attribute vocabulary (ddsem annotate / ddsem attributes) -----------------
+
+
+@dataclass(frozen=True)
+class AnnotateConfig:
+    """Annotation of real images (paper section 5.2: LLaVA asked "describe the object" and
+    "describe the background" about every test image)."""
+
+    annotator: str = "color"  # color: offline, any CPU; llava: the paper's annotator (a GPU)
+    model: str = "llava-hf/llava-1.5-7b-hf"  # LLaVA-1.5 (Liu et al., 2023b), as in the paper
+    max_new_tokens: int = 96  # not stated in the paper: room for a few sentences
+    llava_batch_size: int = 16  # ours: fits a 7B model in fp16 on one 24 GB GPU
+    color_batch_size: int = 1000  # ours: pixels only, a batch is one database transaction
+    split: str = "test"  # the paper annotates the real test images
+
+
+@dataclass(frozen=True)
+class AttributeConfig:
+    """Candidate attributes from the responses (the paper compiled recurring attributes by hand;
+    this is the automatic first pass: unigrams and bigrams without English stop words)."""
+
+    min_df: int = 5  # ours: a term must occur in this many responses of its prompt kind
+    max_terms: int = 100  # ours: the most frequent terms kept per prompt kind
+    ngram_max: int = 2  # unigrams and bigrams ("yellow", "blue sky")

@@ -58,6 +58,10 @@ def _register() -> None:
 
     rank_commands.register(app)
 
+    from ddsem.cli import annotate as annotate_commands  # annotate, attributes
+
+    annotate_commands.register(app)
+
 
 _register()
 
