@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,11 @@ from ddsem.models import build_model, has_batch_statistics, init_state
 
 State = dict[str, torch.Tensor]
 Progress = Callable[[int], None]  # called with the number of model-steps just completed
+# Called after every update with (model index, updates done so far, live state). The state's
+# tensors are the training's own: read or clone them, never modify them. Checkpoints of a long
+# run are taken here: the state after step s equals the result of the same call with steps=s
+# (the minibatch schedule of a shorter run is a prefix of the longer one's).
+StepHook = Callable[[int, int, State], None]
 
 
 @dataclass
@@ -121,11 +127,13 @@ def train_population(
     max_models_per_launch: int | None = None,
     batch_seed: int = 0,
     progress: Progress | None = None,
+    on_step: StepHook | None = None,
 ) -> list[State]:
     """Train K models; return their final state dicts (on the CPU).
 
     images: (N, C, H, W) shared by every model; labels: (N,) class indices or (N, classes) soft
-    labels; weights: (K, N) per-model sample weights; init: K initial state dicts.
+    labels; weights: (K, N) per-model sample weights; init: K initial state dicts;
+    on_step: optional hook called after every update (see ``StepHook``).
     """
     device = torch.device(device)
     weights = torch.as_tensor(weights, dtype=torch.float32)
@@ -149,13 +157,25 @@ def train_population(
     x, y, w = images.to(device), labels.to(device), weights.to(device)
     if path == "loop":
         return [
-            _train_one(model_cfg, x, y, w[k], init[k], cfg, device, schedule, bn, progress)
+            _train_one(
+                model_cfg,
+                x,
+                y,
+                w[k],
+                init[k],
+                cfg,
+                device,
+                schedule,
+                bn,
+                progress,
+                None if on_step is None else partial(on_step, k),
+            )
             for k in range(len(init))
         ]
     if path != "batched":
         raise UserError(f"unknown training path {path!r}: use auto, loop or batched")
     return _train_batched_chunks(
-        model_cfg, x, y, w, init, cfg, device, schedule, max_models_per_launch, progress
+        model_cfg, x, y, w, init, cfg, device, schedule, max_models_per_launch, progress, on_step
     )
 
 
@@ -170,6 +190,7 @@ def _train_one(
     schedule: list[torch.Tensor] | None,
     bn: bool,
     progress: Progress | None,
+    on_step: Callable[[int, State], None] | None = None,
 ) -> State:
     model = build_model(model_cfg).to(device)
     model.load_state_dict(state)
@@ -191,6 +212,8 @@ def _train_one(
         _sgd_update(params, grads, bufs, cfg)
         if progress is not None:
             progress(1)
+        if on_step is not None:
+            on_step(step + 1, model.state_dict())
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
@@ -205,8 +228,10 @@ def _train_batched_chunks(
     schedule: list[torch.Tensor] | None,
     chunk: int | None,
     progress: Progress | None,
+    on_step: StepHook | None = None,
 ) -> list[State]:
-    """Train in chunks of models; on CUDA out-of-memory, halve the chunk and retry it."""
+    """Train in chunks of models; on CUDA out-of-memory, halve the chunk and retry it (a retried
+    chunk calls ``on_step`` again for the steps it repeats)."""
     k_total = len(init)
     chunk = chunk or k_total
     out: list[State] = []
@@ -215,7 +240,17 @@ def _train_batched_chunks(
         stop = min(k_total, start + chunk)
         try:
             out += _train_batched(
-                model_cfg, x, y, w[start:stop], init[start:stop], cfg, device, schedule, progress
+                model_cfg,
+                x,
+                y,
+                w[start:stop],
+                init[start:stop],
+                cfg,
+                device,
+                schedule,
+                progress,
+                on_step,
+                start,
             )
             start = stop
         except torch.cuda.OutOfMemoryError:
@@ -236,6 +271,8 @@ def _train_batched(
     device: torch.device,
     schedule: list[torch.Tensor] | None,
     progress: Progress | None,
+    on_step: StepHook | None = None,
+    first_index: int = 0,
 ) -> list[State]:
     from torch.func import functional_call, grad, stack_module_state, vmap
 
@@ -266,6 +303,12 @@ def _train_batched(
         _sgd_update(flat, grads, bufs, cfg)
         if progress is not None:
             progress(k)
+        if on_step is not None:
+            for i in range(k):
+                live = {n: flat[j][i] for j, n in enumerate(names)}
+                on_step(
+                    first_index + i, step + 1, {**live, **{n: b[i] for n, b in buffers.items()}}
+                )
     states: list[State] = []
     for i in range(k):
         st = {n: flat[j][i].detach().cpu().clone() for j, n in enumerate(names)}
@@ -337,8 +380,10 @@ def train_model(
     init: State | None = None,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
+    on_step: Callable[[int, State], None] | None = None,
 ) -> nn.Module:
-    """Convenience: one model trained on all images, returned as a module in eval mode."""
+    """Convenience: one model trained on all images, returned as a module in eval mode.
+    ``on_step(steps_done, live_state)`` is called after every update (see ``StepHook``)."""
     state = init if init is not None else init_state(model_cfg, seed)
     weights = torch.ones(1, images.shape[0])
     (final,) = train_population(
@@ -351,6 +396,7 @@ def train_model(
         device=device,
         batch_seed=seed,
         progress=progress,
+        on_step=None if on_step is None else (lambda _k, step, st: on_step(step, st)),
     )
     model = build_model(model_cfg)
     model.load_state_dict(final)
