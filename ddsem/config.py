@@ -90,3 +90,47 @@ class AttributeConfig:
     min_df: int = 5  # ours: a term must occur in this many responses of its prompt kind
     max_terms: int = 100  # ours: the most frequent terms kept per prompt kind
     ngram_max: int = 2  # unigrams and bigrams ("yellow", "blue sky")
+
+
+# -- curvature and loss landscape (ddsem curvature / ddsem landscape) ----------------------------
+
+
+@dataclass(frozen=True)
+class CurvatureConfig:
+    """Hessian of the loss on each data source at checkpoints of a model trained on real data
+    (paper section 4.3 and appendix A). The number of iterations and the checkpoint spacing are
+    per command: checkpoints of one run all lie on the same deterministic trajectory."""
+
+    batch_size: int = 256  # paper 4.3: the model is trained on real data with batch 256
+    lr: float = 0.01  # paper 4.3: SGD lr 0.01
+    momentum: float = 0.9  # paper 4.3: momentum 0.9
+    probes: int = 100  # issue 8 (--probes 100); PyHessian's trace(maxIter=100)
+    rel_err: float = 0.05  # issue 8: stop once the standard error is 5% of |trace|
+    min_probes: int = 10  # ours: a standard error from fewer probes is too noisy to stop on
+    probe_block: int = 10  # ours: probes per vmapped pass (speed vs memory, same estimator)
+    chunk_size: int = 1000  # ours: images per Hessian-vector pass (memory only)
+    real_samples: int = 5000  # ours: the real source is a uniform random subsample (unbiased)
+    lanczos_steps: int = 100  # issue 8 (--lanczos-steps 100); PyHessian's density(iter=100)
+    lanczos_runs: int = 1  # PyHessian's density(n_v=1)
+
+    def train_config(self, iterations: int) -> TrainConfig:
+        return TrainConfig(
+            steps=iterations, lr=self.lr, momentum=self.momentum, batch_size=self.batch_size
+        )
+
+
+@dataclass(frozen=True)
+class LandscapeConfig:
+    """Appendix A's loss plane through the initial weights, the weights after one epoch on real
+    data and the weights after training on the distilled set (same initialisation)."""
+
+    grid: int = 21  # issue 8 (--grid 21): points per axis
+    margin: float = 0.25  # ours: room around the three points, as a fraction of each axis' span
+    real_epochs: int = 1  # appendix A: one epoch on real data
+    batch_size: int = 256  # as the curvature training (paper 4.3)
+    lr: float = 0.01  # paper 4.3
+    momentum: float = 0.9  # paper 4.3
+    distilled_steps: int = 300  # paper section 2: 300 full-batch iterations on distilled data
+    distilled_lr: float = 0.01  # paper section 2: SGD lr 0.01, momentum 0.9
+    test_samples: int | None = None  # None: the whole test split (10,000 for CIFAR-10)
+    trajectory_points: int = 30  # ours: checkpoints of each training drawn on the plane
