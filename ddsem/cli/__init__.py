@@ -54,6 +54,9 @@ def _register() -> None:
     app.add_typer(data.app, name="data")
     app.add_typer(sets.app, name="sets")
     app.add_typer(dbcmd.app, name="db")
+    from ddsem.cli import influence as influence_commands  # influence [show|check]
+
+    app.add_typer(influence_commands.app, name="influence")
     from ddsem.cli import rank as rank_commands  # top-level rank, query, report
 
     rank_commands.register(app)
