@@ -295,15 +295,19 @@ class Vocabulary:
     def __init__(self, attributes: Sequence[AttributeInfo | str], classes: Sequence[str]) -> None:
         self.attribute_names: list[str] = []
         self.terms: dict[str, str] = {}  # term (and its singular) -> attribute name
+        pairs: list[tuple[str, str]] = []  # (term, attribute): every name before any synonym
         for attr in attributes:
             name = attr if isinstance(attr, str) else attr.name
-            synonyms = [] if isinstance(attr, str) else list(attr.synonyms)
             self.attribute_names.append(name)
-            for term in [name, *synonyms]:
-                words = _words(term)
-                if words:
-                    for key in _term_keys(words):
-                        self.terms.setdefault(key, name)
+            pairs.append((name, name))
+        for attr in attributes:
+            if not isinstance(attr, str):
+                pairs.extend((synonym, attr.name) for synonym in attr.synonyms)
+        for term, name in pairs:
+            words = _words(term)
+            if words:
+                for key in _term_keys(words):
+                    self.terms.setdefault(key, name)
         self.classes = [c.replace("_", " ") for c in classes]
         self.class_terms: dict[str, int] = {}  # word or phrase -> class index
         for index, name in enumerate(self.classes):
@@ -312,6 +316,7 @@ class Vocabulary:
             for term in [words, *extra]:
                 for key in _term_keys(term):
                     self.class_terms.setdefault(key, index)
+        self.multi_word_terms = [k for k in self.terms if " " in k]
         self.longest = max([len(k.split()) for k in [*self.terms, *self.class_terms]] or [1])
 
     def nearest_attributes(self, word: str, n: int = 5) -> list[str]:
@@ -378,6 +383,12 @@ def parse_query(text: str, vocabulary: Vocabulary) -> ParsedQuery:
                 raise UserError(
                     f"name one class at most; the question names {names[0]} and {names[1]}"
                 )
+            if n > 1 and not any(_is_class_word(w, vocabulary) for w in phrase):
+                close = _closest(set(keys), vocabulary.multi_word_terms, cutoff=0.85)
+                if close:  # a close spelling of a phrase: "blue skyy" -> blue sky
+                    add_attribute(vocabulary.terms[close[0]], written)
+                    matched = n
+                    break
         if matched:
             i += matched
         else:
@@ -408,9 +419,12 @@ def parse_query(text: str, vocabulary: Vocabulary) -> ParsedQuery:
             for word in unknown:
                 near = vocabulary.nearest_attributes(word)
                 hints.append(f"'{word}': {', '.join(near) if near else 'nothing close'}")
-            raise UserError(
-                f"no known attribute in {text!r}; nearest known attributes: " + "; ".join(hints)
+            message = f"no known attribute in {text!r}; nearest known attributes: " + "; ".join(
+                hints
             )
+            if not any(vocabulary.nearest_attributes(w) for w in unknown):
+                message += f" (known: {', '.join(vocabulary.attribute_names[:15])})"
+            raise UserError(message)
         sample = ", ".join(vocabulary.attribute_names[:12])
         raise UserError(
             f"no attribute in {text!r}: name one, e.g. {sample}"
@@ -427,11 +441,15 @@ def parse_query(text: str, vocabulary: Vocabulary) -> ParsedQuery:
     )
 
 
-def _closest(words: set[str], terms: list[str]) -> tuple[str, float] | None:
-    """The closest term to any of ``words`` with difflib ratio >= 0.8, and its ratio."""
+def _is_class_word(word: str, vocabulary: Vocabulary) -> bool:
+    return word in vocabulary.class_terms or singular(word) in vocabulary.class_terms
+
+
+def _closest(words: set[str], terms: list[str], cutoff: float = 0.8) -> tuple[str, float] | None:
+    """The closest term to any of ``words`` with difflib ratio >= cutoff, and its ratio."""
     best: tuple[str, float] | None = None
     for word in words:
-        for term in difflib.get_close_matches(word, terms, n=1, cutoff=0.8):
+        for term in difflib.get_close_matches(word, terms, n=1, cutoff=cutoff):
             ratio = difflib.SequenceMatcher(None, word, term).ratio()
             if best is None or ratio > best[1]:
                 best = (term, ratio)

@@ -135,6 +135,7 @@ VOCAB = Vocabulary(
         ("red lorries", ["red"], "truck"),
         ("yelow carss", ["yellow"], "automobile"),  # close spellings
         ("trucs on grass", ["grass"], "truck"),
+        ("bleu sky planes", ["blue sky"], "airplane"),  # close spelling of a phrase
         ("red", ["red"], None),
     ],
 )
@@ -161,6 +162,15 @@ def test_synonyms_of_the_vocabulary_are_understood():
     )
     assert parse_query("cars in a car park", vocab).attributes == ["parking lot"]
     assert parse_query("garages with trucks", vocab).attributes == ["parking lot"]
+    # a name wins over another attribute's synonym, whatever the order
+    vocab = Vocabulary(
+        [
+            AttributeInfo(1, "yellow background", "background", ["yellow"], "extracted", 9),
+            AttributeInfo(2, "yellow", "object", [], "extracted", 9),
+        ],
+        CIFAR10_CLASSES,
+    )
+    assert parse_query("yellow cars", vocab).attributes == ["yellow"]
 
 
 def test_unknown_attribute_lists_the_nearest_known():
