@@ -65,6 +65,10 @@ def _register() -> None:
 
     annotate_commands.register(app)
 
+    from ddsem.cli import tui as tui_command  # top-level tui
+
+    app.command("tui")(tui_command.tui)
+
 
 _register()
 

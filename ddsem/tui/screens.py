@@ -22,7 +22,7 @@ from ddsem.db import views
 from ddsem.errors import UserError
 from ddsem.tui import tiles as tile_builders
 from ddsem.tui import viewmodel as vm
-from ddsem.tui.widgets import TileGrid
+from ddsem.tui.widgets import Picture, TileGrid
 
 if TYPE_CHECKING:
     from ddsem.db import Database
@@ -294,7 +294,7 @@ class DetailScreen(DataScreen):
         yield Header()
         with Horizontal(id="detail-top"):
             with Vertical(id="detail-image"):
-                yield Static(id="picture")
+                yield Picture(id="picture")
                 yield Static(id="facts")
             with Vertical(id="detail-scores"):
                 yield Static(id="scores-title", classes="title")
@@ -359,8 +359,8 @@ class DetailScreen(DataScreen):
 
     def show_image(self) -> None:
         assert self.image is not None
-        picture = self.query_one("#picture", Static)
-        picture.update(tile_builders.picture(self.image.png, compact=False))
+        picture = self.query_one("#picture", Picture)
+        picture.show(tile_builders.picture(self.image.png, compact=False))
         picture.border_title = f"#{self.image.index} {self.image.class_name}"
         o = self.overview
         self.query_one("#facts", Static).update(
@@ -459,6 +459,8 @@ class DetailScreen(DataScreen):
             self.load_curve((score.attribute_id,), score.attribute)
         elif self.asked_attributes:
             self.load_curve(self.asked_attributes, self.asked_label or "the asked attribute")
+        elif not self.scores:
+            self.clear_curve(self.no_scores_hint)
         else:
             self.clear_curve("highlight an attribute to draw its precision-recall curve")
 
@@ -603,6 +605,9 @@ class QueryScreen(DataScreen):
             wanted = overviews[0].id
         if wanted is not None:
             select.value = wanted
+            self.set_id = wanted
+            if self.initial_text and self.answer is None:  # `ddsem tui --ask "..."`
+                self.ask(self.initial_text)
         elif not overviews:
             self.hint("#query-hint", vm.no_sets_message())
 
@@ -649,6 +654,7 @@ class QueryScreen(DataScreen):
             table.add_row(*vm.answer_row(rank, result), key=str(result.distilled_index))
         if answer.results:
             table.move_cursor(row=0)
+            table.focus()  # Enter now opens the best image; "/" returns to the question
             self.show_evidence(answer.results[0].distilled_index)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:

@@ -9,7 +9,7 @@ from rich.text import Text
 
 from ddsem.db.codec import png_to_array
 from ddsem.db.views import ImageView, InfluencedImage, RealImage, class_name
-from ddsem.tui.render import downsample, render_halfblocks
+from ddsem.tui.render import Rows, downsample, halfblock_rows, text_rows
 from ddsem.tui.viewmodel import format_value
 
 if TYPE_CHECKING:
@@ -25,15 +25,15 @@ class TileData:
     key: int
     title: str
     subtitle: str
-    picture: Text
+    picture: Rows
 
 
-def picture(png: bytes | None, compact: bool) -> Text:
+def picture(png: bytes | None, compact: bool) -> Rows:
     """The PNG drawn in half blocks (halved when compact); a placeholder when it is missing."""
     if png is None:
-        return Text("(no image stored)", style="dim")
+        return text_rows(Text("(not stored)", style="dim"))
     pixels = png_to_array(png)
-    return render_halfblocks(downsample(pixels, COMPACT_FACTOR) if compact else pixels)
+    return halfblock_rows(downsample(pixels, COMPACT_FACTOR) if compact else pixels)
 
 
 def distilled_tile(image: ImageView, compact: bool) -> TileData:

@@ -9,9 +9,12 @@ from __future__ import annotations
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.events import Resize
+from textual.geometry import Size
 from textual.message import Message
-from textual.widgets import Static
+from textual.strip import Strip
+from textual.widget import Widget
 
+from ddsem.tui.render import Rows
 from ddsem.tui.tiles import TileData
 from ddsem.tui.viewmodel import move_index
 
@@ -19,7 +22,42 @@ FULL_TILE = (34, 18)  # 32 x 16 characters (a 32 x 32 image) inside a border
 COMPACT_TILE = (18, 10)  # the image halved: 16 x 8 characters
 
 
-class ImageTile(Static, can_focus=True):
+class Picture(Widget):
+    """Pre-rendered segment lines (a half-block image) painted line by line: Textual takes the
+    segments as they are, which is many times cheaper than restyling a rich Text per cell."""
+
+    DEFAULT_CSS = "Picture { width: auto; height: auto; }"
+
+    def __init__(
+        self, rows: Rows | None = None, *, id: str | None = None, classes: str = ""
+    ) -> None:  # noqa: A002
+        super().__init__(id=id, classes=classes)
+        self.rows: Rows = rows or []
+        self.strips = [Strip(line) for line in self.rows]
+
+    def show(self, rows: Rows) -> None:
+        self.rows = rows
+        self.strips = [Strip(line) for line in rows]
+        self.refresh(layout=True)
+
+    def get_content_width(self, container: Size, viewport: Size) -> int:
+        return max((strip.cell_length for strip in self.strips), default=0)
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return len(self.strips)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        if y < len(self.strips):
+            return self.strips[y].crop_extend(0, width, self.rich_style)
+        return Strip.blank(width, self.rich_style)
+
+    def text(self) -> str:
+        """The characters drawn (for tests and screen readers of the source)."""
+        return "\n".join(strip.text for strip in self.strips)
+
+
+class ImageTile(Picture, can_focus=True):
     """A drawn image in a border whose title and subtitle carry its class and value."""
 
     BINDINGS = [
