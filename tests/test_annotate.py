@@ -228,6 +228,17 @@ def test_llava_batch_with_prompts_of_different_lengths_equals_alone(tiny_llava):
     assert len(set(batched)) == 3  # answers depend on the image and the prompt
     assert not any("ASSISTANT" in a or "Describe" in a for a in batched)  # new tokens only
 
+    # A model that ships a chat template (llava-hf's do) gets its prompt from the template.
+    assert annotator.prompt_text("Hi.") == "USER: <image>\nHi. ASSISTANT:"
+    annotator.processor.chat_template = (
+        "{% for m in messages %}USER: {% for c in m['content'] %}{% if c['type'] == 'image' %}"
+        "<image>\n{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endfor %}"
+        "{% if add_generation_prompt %} ASSISTANT:{% endif %}"
+    )
+    assert annotator.prompt_text("Hi.") == "USER: <image>\nHi. ASSISTANT:"
+    annotator.processor.chat_template = "{{ 'Q: ' + messages[0]['content'][1]['text'] + ' A:' }}"
+    assert annotator.prompt_text("Hi.") == "Q: Hi. A:"
+
 
 def test_annotate_llava_cli_resumes_after_interruption(
     cli, tmp_path, tiny_llava, drawn_data, monkeypatch

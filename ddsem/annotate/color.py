@@ -38,8 +38,8 @@ PALETTE = CHROMATIC + ACHROMATIC
 _HUE_BINS = (
     (0.0, 22.0, "red"),
     (22.0, 40.0, "orange"),
-    (40.0, 65.0, "yellow"),
-    (65.0, 165.0, "green"),
+    (40.0, 62.0, "yellow"),
+    (62.0, 165.0, "green"),
     (165.0, 255.0, "blue"),
     (255.0, 315.0, "purple"),
     (315.0, 335.0, "pink"),
@@ -78,9 +78,10 @@ def pixel_names(images: np.ndarray) -> np.ndarray:
     names = np.empty(hue.shape, dtype=np.int64)
     for start, end, name in _HUE_BINS:
         names[(hue >= start) & (hue < end)] = PALETTE.index(name)
-    # Dark or muted oranges and yellows are brown; pale reds are pink.
-    warm = (hue >= 15.0) & (hue < 50.0)
-    names[warm & ((val < 0.6) | ((val < 0.7) & (sat < 0.45)))] = PALETTE.index("brown")
+    # Dark oranges, and muted oranges and yellows (khaki, olive), are brown; pale reds are pink.
+    dark = (hue >= 15.0) & (hue < 50.0) & (val < 0.6)
+    muted = (hue >= 15.0) & (hue < 60.0) & (val < 0.7) & (sat < 0.45)
+    names[dark | muted] = PALETTE.index("brown")
     red = names == PALETTE.index("red")
     names[red & (sat < 0.35) & (val > 0.8)] = PALETTE.index("pink")
     gray = sat < _GRAY_SATURATION
