@@ -6,6 +6,7 @@ device; pass ``--model llava-hf/llava-1.5-7b-hf`` (or its folder) where a GPU an
 are present. Prompts alternate between "Describe the object." and "Describe the background."
 so every batch mixes prompt lengths (left padding at work). Also checks that every batch size
 gives the answers of batch size 1, and prints the colour annotator's rate for comparison.
+Wall and process CPU seconds are both printed: on a shared machine the CPU time is steadier.
 
     .venv/bin/python benchmarks/annotate.py --images 16 --batch-sizes 1,4,16
 """
@@ -88,14 +89,15 @@ def main() -> None:
             f"max {args.max_new_tokens} new tokens, torch {torch.__version__}"
         )
         print(
-            f"{'batch':>6} {'seconds':>8} {'answers/s':>10} {'vs batch 1':>11} {'same answers':>13}"
+            f"{'batch':>6} {'seconds':>8} {'cpu s':>7} {'answers/s':>10} {'vs batch 1':>11} "
+            f"{'same answers':>13}"
         )
         baseline_rate = None
         baseline_answers = None
         for batch in batch_sizes:
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             answers: list[str] = []
             for first in range(0, len(images), batch):
                 answers += annotator.answer(
@@ -104,12 +106,13 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - start
+            cpu = time.process_time() - cpu_start
             rate = len(images) / seconds
             baseline_rate = baseline_rate or rate
             baseline_answers = baseline_answers or answers
             same = sum(a == b for a, b in zip(answers, baseline_answers, strict=True))
             print(
-                f"{batch:>6} {seconds:>8.2f} {rate:>10.2f} {rate / baseline_rate:>10.2f}x "
+                f"{batch:>6} {seconds:>8.2f} {cpu:>7.2f} {rate:>10.2f} {rate / baseline_rate:>10.2f}x "
                 f"{same:>6}/{len(answers)}"
             )
 
