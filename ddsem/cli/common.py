@@ -87,6 +87,8 @@ def progress(total: int, description: str) -> Iterator[Callable[[int], None]]:
         TimeRemainingColumn,
     )
 
+    from rich.console import Console
+
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -95,6 +97,7 @@ def progress(total: int, description: str) -> Iterator[Callable[[int], None]]:
         TextColumn("eta"),
         TimeRemainingColumn(),
         transient=False,
+        console=Console(stderr=True),
     ) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n=1: bar.advance(task, n)
