@@ -64,16 +64,24 @@ def make_app(db):
 
 
 async def settle(pilot) -> None:
-    """Wait until no worker is pending or running (a worker may start the next one)."""
+    """Wait until no worker is pending or running (a worker may start the next one; an
+    exclusive worker may cancel an older one, so cancelled workers are simply done)."""
+    import asyncio
+    import time
+
     from textual.worker import WorkerState
 
-    for _ in range(100):
-        await pilot.app.workers.wait_for_complete()
+    def busy() -> bool:
+        return any(w.state in (WorkerState.PENDING, WorkerState.RUNNING) for w in pilot.app.workers)
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
         await pilot.pause()
-        if not any(
-            w.state in (WorkerState.PENDING, WorkerState.RUNNING) for w in pilot.app.workers
-        ):
-            return
+        if not busy():
+            await pilot.pause()  # let the messages a finished worker posted be handled
+            if not busy():
+                return
+        await asyncio.sleep(0.01)
     raise AssertionError("workers never settled")
 
 
@@ -312,12 +320,15 @@ def _python(code: str) -> str:
 
 def test_the_tui_loads_no_torch_and_textual_only_when_the_app_starts(built):
     """A fresh interpreter: importing the package and the CLI loads neither Textual nor torch;
+    the app module loads no SQLAlchemy (the database opens in a worker behind the first screen);
     running the app through every screen loads Textual but still no torch."""
     out = _python(f"""
         import asyncio, sys
         import ddsem.tui, ddsem.cli
         heavy = ("torch", "textual", "transformers", "faiss")
         print(sorted(m for m in heavy if m in sys.modules))
+        import ddsem.tui.app  # the first screen is drawn before the database layer loads
+        print("sqlmodel" in sys.modules, "sqlalchemy" in sys.modules)
         sys.path.insert(0, {str(ROOT / "tests")!r})
         from test_tui import settle
         from ddsem.db import open_db
@@ -334,7 +345,7 @@ def test_the_tui_loads_no_torch_and_textual_only_when_the_app_starts(built):
         asyncio.run(main())
         print(sorted(m for m in heavy if m in sys.modules))
     """)
-    assert out.splitlines() == ["[]", "QueryScreen 10", "['textual']"]
+    assert out.splitlines() == ["[]", "False False", "QueryScreen 10", "['textual']"]
 
 
 # -- journeys ------------------------------------------------------------------------------------
@@ -582,6 +593,46 @@ def test_tui_refuses_a_file_that_is_not_a_database(cli, tmp_path):
     result = cli("tui", db=str(junk))
     assert result.code == 2 and "is not a SQLite database" in result.err
     assert junk.read_text() == "not a database"
+
+
+def test_tui_refuses_a_sqlite_file_of_another_program_and_leaves_it_alone(cli, tmp_path):
+    import sqlite3
+
+    other = tmp_path / "other.sqlite"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE notes (body TEXT)")
+    con.commit()
+    con.close()
+    before = other.read_bytes()
+    result = cli("tui", db=str(other))
+    assert result.code == 2 and "is not a ddsem database" in result.err
+    assert other.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "value", [None, "x.db", "~/y.db", "sqlite:////tmp/z.db", "postgresql://u@h/d"]
+)
+def test_tui_finds_the_database_as_the_database_layer_does(value, monkeypatch):
+    from ddsem.cli.tui import database_target, sqlite_path
+    from ddsem.db import resolve_url
+
+    monkeypatch.delenv("DDSEM_DB", raising=False)
+    url = resolve_url(value)
+    path = sqlite_path(database_target(value))
+    assert path == (Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None)
+
+
+@pytest.mark.anyio
+async def test_a_database_that_cannot_be_opened_ends_the_app_with_its_reason(tmp_path):
+    from ddsem.tui.app import DdsemApp
+
+    app = DdsemApp(str(tmp_path / "missing" / "x.db"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+    assert app.return_code == 2
+    assert "folder for the database does not exist" in app.open_error
 
 
 def test_tui_accepts_its_own_db_option(cli, tmp_path):

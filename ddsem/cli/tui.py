@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -19,20 +20,55 @@ def tui(
     ),
 ) -> None:
     """Explore sets, distilled images, influence, attributes and questions with the keyboard."""
-    from ddsem.db import open_db, resolve_url
-
-    url = resolve_url(db or common.OPTIONS.db)
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        if not path.exists():
-            raise UserError(
-                f"no database at {path}: create one with `ddsem sets import FILE --method NAME` "
-                "or `ddsem demo`, or point --db at one"
-            )
-    database = open_db(url, create=False)
     from ddsem.tui import run
 
+    target = database_target(db or common.OPTIONS.db)
+    path = sqlite_path(target)
+    if path is not None:
+        _check_ddsem_file(path)
+    run(target, query=ask)
+
+
+def database_target(value: str | None) -> str:
+    """The --db value, else $DDSEM_DB, else ./ddsem.db: what ``ddsem.db.resolve_url`` reads,
+    found here without importing the database layer (the TUI loads it behind its first
+    screen; a test holds the two in step)."""
+    return value or os.environ.get("DDSEM_DB") or "ddsem.db"
+
+
+def sqlite_path(target: str) -> Path | None:
+    """The SQLite file a target names (None for another database URL)."""
+    if target.startswith("sqlite:///"):
+        return Path(target.removeprefix("sqlite:///"))
+    if "://" in target:
+        return None
+    return Path(target).expanduser()
+
+
+def _check_ddsem_file(path: Path) -> None:
+    """Refuse, before anything is written, a path that is not a ddsem database: the TUI only
+    reads, so it must neither create a file nor add tables to someone else's database."""
+    import sqlite3
+
+    if not path.exists():
+        raise UserError(
+            f"no database at {path}: create one with `ddsem sets import FILE --method NAME` "
+            "or `ddsem distill`, or point --db at one"
+        )
+    if path.is_dir():
+        raise UserError(f"database path is a folder: {path}")
+    with open(path, "rb") as f:
+        if f.read(16) != b"SQLite format 3\x00":
+            raise UserError(f"{path} is not a SQLite database")
     try:
-        run(database, query=ask)
-    finally:
-        database.close()
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            found = con.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+            ).fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error as e:
+        raise UserError(f"cannot read {path}: {e}") from e
+    if found is None:
+        raise UserError(f"{path} is not a ddsem database (it has no ddsem tables)")

@@ -1,19 +1,32 @@
-"""The Textual application: global keys, the open database, the screen stack.
+"""The Textual application: global keys, the database, the screen stack.
 
 Imported only by the ``tui`` command (and tests): ``import ddsem.tui`` alone loads no Textual.
+The database layer is imported and opened in a worker thread on first use, so the first screen
+is drawn while SQLAlchemy loads.
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual.app import App
 from textual.binding import Binding
 
-from ddsem.db import Database
-from ddsem.db.views import SetOverview
-from ddsem.tui.screens import DataScreen, HelpScreen, QueryScreen, SetsScreen
+from ddsem.tui.screens import DataScreen, HelpScreen, QueryScreen, SetsScreen, describe_error
 from ddsem.tui.style import CSS
+
+if TYPE_CHECKING:
+    from ddsem.db import Database
+    from ddsem.db.views import SetOverview
+
+
+def _open(target: str) -> Database:
+    """Open an existing database (imports the database layer: runs in a worker thread)."""
+    from ddsem.db import open_db, views  # noqa: F401  (views: imported here, off the UI thread)
+
+    return open_db(target, create=False)
 
 
 class DdsemApp(App):
@@ -29,13 +42,30 @@ class DdsemApp(App):
         Binding("r", "reload", "Refresh"),
     ]
 
-    def __init__(self, db: Database, *, query: str = "") -> None:
+    def __init__(self, db: Database | str, *, query: str = "") -> None:
+        """``db``: an open Database, or a path/URL opened on first use."""
         super().__init__()
-        self.db = db
+        self.target = db
+        self.db: Database | None = None if isinstance(db, str) else db
+        self.open_error: str | None = None  # why the database could not be opened
+        self._opening = asyncio.Lock()
         self.initial_query = query
         self.sets: dict[int, SetOverview] = {}  # the latest sets overview, by id
         self.current_set_id: int | None = None  # the set a question is asked about
-        self.sub_title = _database_label(db.url)
+        self.sub_title = _database_label(db if isinstance(db, str) else db.url)
+
+    async def database(self) -> Database:
+        """The open database; the first caller opens it in a thread. A database that cannot be
+        opened ends the app with exit code 2 and the reason in ``open_error``."""
+        async with self._opening:
+            if self.db is None:
+                try:
+                    self.db = await asyncio.to_thread(_open, str(self.target))
+                except Exception as e:
+                    self.open_error = describe_error(e)
+                    self.exit(return_code=2)
+                    raise
+        return self.db
 
     def on_mount(self) -> None:
         self.push_screen(SetsScreen())
@@ -58,8 +88,10 @@ class DdsemApp(App):
             self.notify("reloaded from the database", timeout=2)
 
 
-def _database_label(url: str) -> str:
+def _database_label(target: str) -> str:
     """The database as shown in the header: a SQLite file's name, or the URL without secrets."""
-    if url.startswith("sqlite:///"):
-        return Path(url.removeprefix("sqlite:///")).name
-    return url.split("@")[-1]
+    if target.startswith("sqlite:///"):
+        return Path(target.removeprefix("sqlite:///")).name
+    if "://" in target:
+        return target.split("@")[-1]
+    return Path(target).name

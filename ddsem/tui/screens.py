@@ -8,6 +8,7 @@ What to show is decided by ``ddsem.tui.viewmodel``; the screens only place it.
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -18,16 +19,34 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Header, Input, Select, Static
 
-from ddsem.db import views
 from ddsem.errors import UserError
 from ddsem.tui import tiles as tile_builders
 from ddsem.tui import viewmodel as vm
 from ddsem.tui.widgets import Picture, TileGrid
 
+
+class Deferred:
+    """A module whose functions are imported when called, not when named: the database layer
+    (SQLAlchemy and SQLModel, half a second to import) then loads in a worker thread, behind
+    the first screen."""
+
+    def __init__(self, module: str) -> None:
+        self.module = module
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return getattr(importlib.import_module(self.module), name)(*args, **kwargs)
+
+        call.__name__ = name
+        return call
+
+
 if TYPE_CHECKING:
-    from ddsem.db import Database
+    from ddsem.db import views
     from ddsem.semantics import Answer, RankingInputs
     from ddsem.tui.app import DdsemApp
+else:
+    views = Deferred("ddsem.db.views")
 
 R = TypeVar("R")
 
@@ -70,12 +89,14 @@ class DataScreen(Screen):
     def ddsem(self) -> DdsemApp:
         return self.app  # type: ignore[return-value]
 
-    @property
-    def db(self) -> Database:
-        return self.ddsem.db
-
     async def read(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
-        """Run a blocking read in a thread and wait for it without blocking the interface."""
+        """``fn(db, *args)`` in a thread (the database opens on first use), awaited without
+        blocking the interface."""
+        db = await self.ddsem.database()
+        return await asyncio.to_thread(fn, db, *args, **kwargs)
+
+    async def compute(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+        """Blocking work that needs no database (decoding, drawing, curves) in a thread."""
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     def hint(self, selector: str, message: str) -> None:
@@ -119,7 +140,7 @@ class SetsScreen(DataScreen):
         table = self.query_one("#sets", OpenTable)
         table.loading = table.row_count == 0
         try:
-            overviews = await self.read(views.sets_overview, self.db)
+            overviews = await self.read(views.sets_overview)
         except Exception as e:  # shown, never fatal: the file may be mid-write
             self.hint("#sets-hint", f"could not read the sets: {describe_error(e)}")
             return
@@ -196,7 +217,7 @@ class ImagesScreen(DataScreen):
         grid.loading = True
         try:
             if refresh_overview:
-                fresh = await self.read(views.set_overview, self.db, self.overview.id)
+                fresh = await self.read(views.set_overview, self.overview.id)
                 if fresh is None:
                     self.hint("#images-hint", f"set {self.overview.name!r} was deleted")
                     return
@@ -204,13 +225,12 @@ class ImagesScreen(DataScreen):
                 self.show_summary()
             page = await self.read(
                 views.distilled_images,
-                self.db,
                 self.overview.id,
                 self.paging.offset,
                 self.paging.per_page,
             )
             compact = self.compact
-            tiles = await self.read(
+            tiles = await self.compute(
                 lambda: [tile_builders.distilled_tile(i, compact) for i in page.items]
             )
         except Exception as e:
@@ -327,13 +347,13 @@ class DetailScreen(DataScreen):
     async def load(self) -> None:
         o = self.overview
         try:
-            fresh = await self.read(views.set_overview, self.db, o.id)
+            fresh = await self.read(views.set_overview, o.id)
             self.overview = o = fresh or o
-            self.image = await self.read(views.distilled_image, self.db, o.id, self.index)
-            self.classes_ = await self.read(views.class_names, self.db, o.dataset)
-            self.runs = await self.read(views.complete_runs, self.db, o.id)
-            options = await self.read(views.score_options, self.db, o.id, self.index)
-            attributes = await self.read(views.attribute_count, self.db)
+            self.image = await self.read(views.distilled_image, o.id, self.index)
+            self.classes_ = await self.read(views.class_names, o.dataset)
+            self.runs = await self.read(views.complete_runs, o.id)
+            options = await self.read(views.score_options, o.id, self.index)
+            attributes = await self.read(views.attribute_count)
         except Exception as e:
             self.hint(
                 "#influenced-hint", f"could not read image #{self.index}: {describe_error(e)}"
@@ -392,13 +412,12 @@ class DetailScreen(DataScreen):
         try:
             page = await self.read(
                 views.top_influenced,
-                self.db,
                 run.id,
                 self.index,
                 self.paging.offset,
                 self.paging.per_page,
             )
-            tiles = await self.read(
+            tiles = await self.compute(
                 lambda: [tile_builders.influenced_tile(i, compact) for i in page.items]
             )
         except Exception as e:
@@ -428,7 +447,7 @@ class DetailScreen(DataScreen):
         if self.scope is not None:
             try:
                 rows = await self.read(
-                    views.attribute_scores, self.db, self.overview.id, self.index, self.scope,
+                    views.attribute_scores, self.overview.id, self.index, self.scope,
                     self.class_filter,
                 )  # fmt: skip
             except Exception as e:
@@ -476,10 +495,10 @@ class DetailScreen(DataScreen):
                 from ddsem.semantics import load_inputs
 
                 inputs = await self.read(
-                    load_inputs, self.db, set_name=self.overview.name, **vm.scope_arguments(scope)
+                    load_inputs, set_name=self.overview.name, **vm.scope_arguments(scope)
                 )
                 self.inputs[scope] = inputs
-            curve = await self.read(
+            curve = await self.compute(
                 vm.attribute_curve, inputs, self.index, attribute_ids, self.class_filter
             )
         except Exception as e:
@@ -593,7 +612,7 @@ class QueryScreen(DataScreen):
     @work(exclusive=True, group="sets")
     async def load_sets(self) -> None:
         try:
-            overviews = await self.read(views.sets_overview, self.db)
+            overviews = await self.read(views.sets_overview)
         except Exception as e:
             self.hint("#query-hint", f"could not read the sets: {describe_error(e)}")
             return
@@ -631,11 +650,11 @@ class QueryScreen(DataScreen):
         table.loading = True
         try:
             answer = await self.read(
-                ask, self.db, text, set_name=overview.name, top=overview.num_images,
+                ask, text, set_name=overview.name, top=overview.num_images,
                 images_per_result=EVIDENCE_IMAGES,
             )  # fmt: skip
-            ids = await self.read(views.attribute_ids, self.db, answer.parsed.attributes)
-            self.classes_ = await self.read(views.class_names, self.db, overview.dataset)
+            ids = await self.read(views.attribute_ids, answer.parsed.attributes)
+            self.classes_ = await self.read(views.class_names, overview.dataset)
         except Exception as e:
             self.answer = None
             table.clear()
@@ -668,10 +687,8 @@ class QueryScreen(DataScreen):
             return
         result = next(r for r in answer.results if r.distilled_index == distilled_index)
         try:
-            images = await self.read(
-                views.images_by_id, self.db, [h.image_id for h in result.top_images]
-            )
-            tiles = await self.read(tile_builders.evidence_tiles, result, images, self.classes_)
+            images = await self.read(views.images_by_id, [h.image_id for h in result.top_images])
+            tiles = await self.compute(tile_builders.evidence_tiles, result, images, self.classes_)
         except Exception as e:
             self.hint("#query-hint", f"could not read test images: {describe_error(e)}")
             return

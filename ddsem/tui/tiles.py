@@ -7,12 +7,11 @@ from typing import TYPE_CHECKING
 
 from rich.text import Text
 
-from ddsem.db.codec import png_to_array
-from ddsem.db.views import ImageView, InfluencedImage, RealImage, class_name
 from ddsem.tui.render import Rows, downsample, halfblock_rows, text_rows
-from ddsem.tui.viewmodel import format_value
+from ddsem.tui.viewmodel import class_name, format_value
 
 if TYPE_CHECKING:
+    from ddsem.db.views import ImageView, InfluencedImage, RealImage
     from ddsem.semantics import QueryResult
 
 COMPACT_FACTOR = 2  # compact tiles draw a 32 x 32 image at 16 x 16
@@ -30,6 +29,8 @@ class TileData:
 
 def picture(png: bytes | None, compact: bool) -> Rows:
     """The PNG drawn in half blocks (halved when compact); a placeholder when it is missing."""
+    from ddsem.db.codec import png_to_array  # the database layer: loaded by now, off the UI thread
+
     if png is None:
         return text_rows(Text("(not stored)", style="dim"))
     pixels = png_to_array(png)

@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 from rich.text import Text
 
-from ddsem.db.views import ScoreView, SetOverview
-
 if TYPE_CHECKING:
+    from ddsem.db.views import ScoreView, SetOverview
     from ddsem.semantics import Answer, QueryResult, RankingInputs
 
 T = TypeVar("T")
@@ -119,6 +118,10 @@ def filter_label(class_filter: int, classes: Sequence[str]) -> str:
         return "all classes"
     name = classes[class_filter] if class_filter < len(classes) else f"class {class_filter}"
     return f"{name} only"
+
+
+def class_name(classes: Sequence[str], label: int) -> str:
+    return classes[label] if 0 <= label < len(classes) else f"class {label}"
 
 
 def format_value(value: float) -> str:
