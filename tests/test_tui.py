@@ -89,6 +89,11 @@ def cells(table) -> list[list[str]]:
     return [[str(c) for c in table.get_row_at(r)] for r in range(table.row_count)]
 
 
+def screen_text(app) -> str:
+    """Every character on the screen, as drawn."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
 def text_of(app, selector: str) -> str:
     return str(app.screen.query_one(selector).render())
 
@@ -220,15 +225,20 @@ def test_set_row_summarises_what_exists():
 
 
 def test_help_lists_every_binding_of_every_screen():
+    from rich.console import Console
+
     from ddsem.tui.app import DdsemApp
     from ddsem.tui.screens import DetailScreen, ImagesScreen, QueryScreen
 
     classes = (DdsemApp, ImagesScreen, DetailScreen, QueryScreen)
-    text = vm.help_text([(c.__name__, vm.binding_pairs(c.BINDINGS)) for c in classes]).plain
+    table = vm.help_table([(c.__name__, vm.binding_pairs(c.BINDINGS)) for c in classes])
+    console = Console(width=200, record=True)
+    console.print(table)
+    text = console.export_text()
     for cls in classes:
         for binding in cls.BINDINGS:
             assert f"{binding.key_display or binding.key}" in text
-            assert binding.description in text
+            assert (binding.tooltip or binding.description) in text
 
 
 # -- database views ------------------------------------------------------------------------------
@@ -437,6 +447,38 @@ async def test_journey_ask_yellow_cars_open_the_answer_and_go_back(db, facts):
 
 
 @pytest.mark.anyio
+async def test_a_question_before_ranking_gets_its_own_row_and_curve(db, facts):
+    """Without stored scores (no `ddsem rank` yet) a two-attribute question still opens into a
+    detail view whose curve is the question's: its AP is scikit-learn's on the fixture."""
+    from sqlmodel import delete
+
+    from ddsem.db.tables import AttributeScore
+    from ddsem.tui.screens import DetailScreen
+
+    with db.session() as s:
+        s.exec(delete(AttributeScore))
+    app = make_app(db)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *"yellow and red", "enter")
+        await settle(pilot)
+        first = cells(app.screen.query_one("#answers"))[0]
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, DetailScreen)
+        index = app.screen.index
+        assert first[1] == f"#{index}"
+        rows = cells(app.screen.query_one("#scores"))
+        assert rows == [["asked", "yellow & red", first[3], first[4], "6 (6.0%)"]]
+        assert text_of(app, "#scores-hint") == (
+            "no attribute scores yet: run `ddsem rank --method bptt`"
+        )
+        positives = facts["attrs"]["yellow"] & facts["attrs"]["red"]
+        ap = average_precision_score(positives, facts["matrix"][index])
+        assert f"yellow & red, AP {ap:.3f}" in text_of(app, "#curve-title")
+
+
+@pytest.mark.anyio
 async def test_a_question_the_vocabulary_cannot_answer_shows_the_parser_error(db):
     app = make_app(db)
     async with app.run_test(size=SIZE) as pilot:
@@ -531,7 +573,7 @@ async def test_help_screen_opens_and_closes(db):
         await settle(pilot)
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
-        assert "Seed/mean" in text_of(app, "#help-text")
+        assert "scores and test images of each" in screen_text(app)
         await pilot.press("escape")
         assert isinstance(app.screen, SetsScreen)
 

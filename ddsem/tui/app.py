@@ -36,11 +36,13 @@ class DdsemApp(App):
     TITLE = "ddsem"
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = [
-        Binding("q", "quit", "Quit"),
-        Binding("question_mark,f1", "help", "Help", key_display="?"),
-        Binding("slash", "ask", "Ask", key_display="/"),
-        Binding("r", "reload", "Refresh"),
-    ]
+        Binding("q", "quit", "Quit", tooltip="quit (ctrl+q while typing)"),
+        Binding("question_mark,f1", "help", "Help", key_display="?", tooltip="this help (f1)"),
+        Binding("slash", "ask", "Ask", key_display="/",
+                tooltip='ask a question such as "yellow cars" about the current set'),
+        Binding("r", "reload", "Refresh",
+                tooltip="read the database again (another command may be writing it)"),
+    ]  # fmt: skip
 
     def __init__(self, db: Database | str, *, query: str = "") -> None:
         """``db``: an open Database, or a path/URL opened on first use."""

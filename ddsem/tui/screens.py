@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Header, Input, Select, Static
 
@@ -53,6 +53,7 @@ R = TypeVar("R")
 IMAGES_PER_PAGE = 30  # distilled images drawn at once (a set may hold thousands)
 INFLUENCED_PER_PAGE = 12  # most influenced test images drawn at once
 EVIDENCE_IMAGES = 6  # test images shown beside a query answer
+ASKED = "asked"  # row key of a question's attribute(s) in the attribute table
 
 
 def describe_error(error: Exception) -> str:
@@ -173,11 +174,13 @@ class ImagesScreen(DataScreen):
     """Every distilled image of a set, drawn in half blocks, a page at a time."""
 
     BINDINGS = [
-        Binding("escape", "back", "Back"),
-        Binding("left_square_bracket", "page(-1)", "Prev page", key_display="["),
-        Binding("right_square_bracket", "page(1)", "Next page", key_display="]"),
-        Binding("z", "zoom", "Zoom"),
-    ]
+        Binding("escape", "back", "Back", tooltip="back to the sets"),
+        Binding("left_square_bracket", "page(-1)", "Prev page", key_display="[",
+                tooltip="previous page of images"),
+        Binding("right_square_bracket", "page(1)", "Next page", key_display="]",
+                tooltip="next page of images"),
+        Binding("z", "zoom", "Zoom", tooltip="full size (32 x 32) or compact (16 x 16) pictures"),
+    ]  # fmt: skip
 
     def __init__(self, overview: views.SetOverview) -> None:
         super().__init__()
@@ -238,7 +241,12 @@ class ImagesScreen(DataScreen):
             return
         finally:
             grid.loading = False
-        self.paging = self.paging.with_total(page.total)
+        fitted = self.paging.with_total(page.total)
+        if fitted.page != self.paging.page:  # the set shrank under us: load the last page
+            self.paging = fitted
+            self.load()
+            return
+        self.paging = fitted
         focus = self.focus_key if self.focus_key is not None else (tiles[0].key if tiles else None)
         await grid.show(tiles, compact=compact, focus_key=focus)
         self.query_one("#images-pager", Static).update(
@@ -272,13 +280,17 @@ class DetailScreen(DataScreen):
     of the highlighted attribute."""
 
     BINDINGS = [
-        Binding("escape", "back", "Back"),
-        Binding("s", "cycle_scope", "Seed/mean"),
-        Binding("f", "cycle_filter", "Class filter"),
-        Binding("left_square_bracket", "page(-1)", "Prev page", key_display="["),
-        Binding("right_square_bracket", "page(1)", "Next page", key_display="]"),
-        Binding("z", "zoom", "Zoom"),
-    ]
+        Binding("escape", "back", "Back", tooltip="back to the images (or the answers)"),
+        Binding("s", "cycle_scope", "Seed/mean",
+                tooltip="scores and test images of each seed, or of the seeds' mean"),
+        Binding("f", "cycle_filter", "Class filter",
+                tooltip="rank among all test images, or only among one class"),
+        Binding("left_square_bracket", "page(-1)", "Prev page", key_display="[",
+                tooltip="previous page of most influenced test images"),
+        Binding("right_square_bracket", "page(1)", "Next page", key_display="]",
+                tooltip="next page of most influenced test images"),
+        Binding("z", "zoom", "Zoom", tooltip="compact or full-size test images"),
+    ]  # fmt: skip
 
     def __init__(
         self,
@@ -287,16 +299,14 @@ class DetailScreen(DataScreen):
         *,
         scope: str | None = None,
         class_filter: int | None = None,
-        attribute_ids: tuple[int, ...] = (),
-        attribute_label: str | None = None,
+        asked: vm.Asked | None = None,
     ) -> None:
         super().__init__()
         self.overview = overview
         self.index = index
         self.scope = scope
         self.class_filter = class_filter
-        self.asked_attributes = attribute_ids  # from a query: drawn even before `ddsem rank`
-        self.asked_label = attribute_label
+        self.asked = asked  # a question's attribute(s): a row of its own unless already ranked
         self.image: views.ImageView | None = None
         self.classes_: list[str] = []
         self.runs: list = []
@@ -364,8 +374,8 @@ class DetailScreen(DataScreen):
             return
         self.show_image()
         self.scopes = vm.available_scopes(options.scopes, [r.seed for r in self.runs])
-        if self.scope not in self.scopes:
-            self.scope = self.scopes[0] if self.scopes else None
+        if self.scope not in self.scopes:  # prefer a scope with stored scores
+            self.scope = (options.scopes or self.scopes or [None])[0]
         self.filters = vm.available_filters(
             options.class_filters, self.image.label, self.class_filter
         )
@@ -455,18 +465,18 @@ class DetailScreen(DataScreen):
                 return
         keep = table.highlighted_key()
         table.clear()
-        self.scores = {}
+        self.scores = {str(score.attribute_id): score for score in rows}
+        asked = self.asked
+        ranked = asked is not None and vm.asked_key(asked) in self.scores
+        if asked is not None and not ranked:
+            table.add_row(*vm.asked_row(asked), key=ASKED)
         for rank, score in enumerate(rows):
-            key = str(score.attribute_id)
-            self.scores[key] = score
-            table.add_row(*vm.score_row(rank, score), key=key)
+            table.add_row(*vm.score_row(rank, score), key=str(score.attribute_id))
         self.hint("#scores-hint", "" if rows else self.no_scores_hint)
-        asked = str(self.asked_attributes[0]) if len(self.asked_attributes) == 1 else None
-        table.move_to_key(asked if asked in self.scores else keep)
-        if rows:
-            self.show_curve_for_row(table.highlighted_key())
-        else:
-            self.show_curve_for_row(None)
+        if asked is not None and keep is None:  # first load: the question's row
+            keep = vm.asked_key(asked) if ranked else ASKED
+        table.move_to_key(keep)
+        self.show_curve_for_row(table.highlighted_key())
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id == "scores":
@@ -476,8 +486,8 @@ class DetailScreen(DataScreen):
         score = self.scores.get(key) if key is not None else None
         if score is not None:
             self.load_curve((score.attribute_id,), score.attribute)
-        elif self.asked_attributes:
-            self.load_curve(self.asked_attributes, self.asked_label or "the asked attribute")
+        elif key == ASKED and self.asked is not None:
+            self.load_curve(self.asked.attribute_ids, self.asked.label)
         elif not self.scores:
             self.clear_curve(self.no_scores_hint)
         else:
@@ -570,7 +580,7 @@ class QueryScreen(DataScreen):
     """A question such as "yellow cars" answered with the set's distilled images ranked by AP
     (the parser and ranking of ``ddsem query``); Enter opens a ranked image."""
 
-    BINDINGS = [Binding("escape", "back", "Back")]
+    BINDINGS = [Binding("escape", "back", "Back", tooltip="back to where the question was asked")]
 
     def __init__(self, set_id: int | None = None, text: str = "") -> None:
         super().__init__()
@@ -701,15 +711,18 @@ class QueryScreen(DataScreen):
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if self.answer is None or self.answer_set is None or event.row_key.value is None:
             return
-        parsed = self.answer.parsed
+        index = int(event.row_key.value)
+        answer = self.answer
+        result = next(r for r in answer.results if r.distilled_index == index)
         self.app.push_screen(
             DetailScreen(
                 self.answer_set,
-                int(event.row_key.value),
-                scope=self.answer.scope,
-                class_filter=parsed.class_index if parsed.class_index is not None else -1,
-                attribute_ids=self.attribute_ids,
-                attribute_label=" & ".join(parsed.attributes),
+                index,
+                scope=answer.scope,
+                class_filter=answer.parsed.class_index
+                if answer.parsed.class_index is not None
+                else -1,
+                asked=vm.asked_from(answer, result, self.attribute_ids),
             )
         )
 
@@ -731,13 +744,15 @@ class HelpScreen(ModalScreen):
     def compose(self) -> ComposeResult:
         from ddsem.tui.app import DdsemApp
 
-        sections = [
-            ("everywhere", vm.binding_pairs(DdsemApp.BINDINGS)),
-            ("sets", [("enter", "open the highlighted set"), ("up/down", "move")]),
-            ("distilled images", vm.binding_pairs(ImagesScreen.BINDINGS) + vm.GRID_KEYS),
-            ("one distilled image", vm.binding_pairs(DetailScreen.BINDINGS) + vm.DETAIL_KEYS),
-            ("question", vm.QUERY_KEYS + vm.binding_pairs(QueryScreen.BINDINGS)),
-        ]
-        with Vertical(id="help"):
-            yield Static(vm.help_text(sections), id="help-text")
-            yield Footer()
+        everywhere = ("everywhere", vm.binding_pairs(DdsemApp.BINDINGS))
+        sets = ("sets", vm.SETS_KEYS)
+        images = ("images", vm.binding_pairs(ImagesScreen.BINDINGS) + vm.GRID_KEYS)
+        detail = ("one image", vm.binding_pairs(DetailScreen.BINDINGS) + vm.DETAIL_KEYS)
+        question = ("question", vm.QUERY_KEYS + vm.binding_pairs(QueryScreen.BINDINGS))
+        with VerticalScroll(id="help") as box:  # scrolls with up/down on short terminals
+            box.border_title = "ddsem tui: keys"
+            yield Static(vm.HELP_INTRO, id="help-intro")
+            with Horizontal(id="help-columns"):
+                yield Static(vm.help_table([everywhere, sets, question]), classes="help-column")
+                yield Static(vm.help_table([images, detail]), classes="help-column")
+        yield Footer()

@@ -134,15 +134,26 @@ HelpScreen {
 }
 
 #help {
-    width: 80;
+    width: 116;
     height: auto;
-    max-height: 90%;
+    max-height: 100%;
     border: round $accent;
     background: $surface;
     padding: 0 1;
 }
 
-#help-text {
+#help-columns {
     height: auto;
+}
+
+.help-column {
+    width: 1fr;
+    height: auto;
+    padding: 0 1 0 0;
+}
+
+#help-intro {
+    height: auto;
+    color: $text-muted;
 }
 """

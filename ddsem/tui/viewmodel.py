@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
@@ -301,15 +302,60 @@ def answer_summary(answer: Answer) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Asked:
+    """A question's attribute(s), carried from an answer into the detail view of one image."""
+
+    attribute_ids: tuple[int, ...]
+    label: str  # "yellow", or "yellow & red"
+    ap: float
+    lift: float
+    positives: int
+    total: int
+
+
+def asked_from(answer: Answer, result: QueryResult, attribute_ids: Sequence[int]) -> Asked:
+    return Asked(
+        tuple(attribute_ids),
+        " & ".join(answer.parsed.attributes),
+        result.ap,
+        result.lift,
+        answer.positives,
+        answer.total,
+    )
+
+
+def asked_key(asked: Asked) -> str | None:
+    """The attribute table's row key that already holds the question (one attribute), if any."""
+    return str(asked.attribute_ids[0]) if len(asked.attribute_ids) == 1 else None
+
+
+def asked_row(asked: Asked) -> tuple[str, ...]:
+    rate = asked.positives / asked.total if asked.total else 0.0
+    return (
+        "asked",
+        asked.label,
+        f"{asked.ap:.3f}",
+        f"{asked.lift:.2f}x",
+        f"{asked.positives} ({100 * rate:.1f}%)",
+    )
+
+
 # -- help ----------------------------------------------------------------------------------------
 
+HELP_INTRO = (
+    "sets -> distilled images -> one image: the test images it influences most, the attributes "
+    "its influence predicts (average precision, lift) and the highlighted attribute's "
+    "precision-recall curve.\n"
+)
+SETS_KEYS = [("enter", "open the highlighted set"), ("up/down", "move")]
 GRID_KEYS = [("arrows", "move between images"), ("enter", "open the image")]
 DETAIL_KEYS = [
     ("tab", "move between the attribute table and the test images"),
     ("up/down", "choose the attribute whose precision-recall curve is drawn"),
 ]
 QUERY_KEYS = [
-    ("enter", "ask (in the question box) / open the highlighted image (in the answers)"),
+    ("enter", "ask; in the answers, open the highlighted image"),
     ("tab", "move between the question, the set and the answers"),
 ]
 
@@ -321,19 +367,19 @@ def binding_pairs(bindings: Sequence[Any]) -> list[tuple[str, str]]:
         if isinstance(b, tuple):
             pairs.append((b[0], b[2] if len(b) > 2 else b[1]))
         else:
-            pairs.append((b.key_display or b.key, b.description))
+            pairs.append((b.key_display or b.key, b.tooltip or b.description))
     return pairs
 
 
-def help_text(sections: Sequence[tuple[str, Sequence[tuple[str, str]]]]) -> Text:
-    """The help screen: one block per screen, keys aligned."""
-    text = Text()
-    width = max((len(k) for _, pairs in sections for k, _ in pairs), default=0) + 2
+def help_table(sections: Sequence[tuple[str, Sequence[tuple[str, str]]]]) -> Table:
+    """Keys of some screens: a bold title per screen, then key and what it does (wrapped)."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold cyan", no_wrap=True)
+    table.add_column()
     for n, (title, pairs) in enumerate(sections):
         if n:
-            text.append("\n")
-        text.append(f"{title}\n", style="bold")
+            table.add_row("", "")
+        table.add_row(Text(title, style="bold"), "")
         for key, description in pairs:
-            text.append(f"  {key:<{width}}", style="bold cyan")
-            text.append(f"{description}\n")
-    return text
+            table.add_row(key, description)
+    return table
