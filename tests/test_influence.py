@@ -452,3 +452,21 @@ def test_cli_bad_sets(cli, tmp_path, cifar, cifar_path):
         assert len(r.err.strip().splitlines()) == 1
     assert _snapshot(tmp_path) == before
     assert "Usage" in cli("influence").out
+
+
+def test_compute_module_does_not_import_storage_or_interfaces():
+    """DESIGN 2: compute modules take tensors and configs; only the CLI touches the database."""
+    import ast
+
+    import ddsem.influence
+
+    folder = Path(ddsem.influence.__file__).parent
+    imported = set()
+    for source in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(a.name for a in node.names)
+    assert "ddsem.influence.loo" in imported  # the walk sees the package's own imports
+    assert not [m for m in imported if m.startswith(("ddsem.db", "ddsem.cli", "ddsem.tui"))]

@@ -612,9 +612,13 @@ def _show_image(
         common.print_json(out)
         return
     seeds_text = ",".join(str(s) for s in out["seeds"])
+    what = "mean over seeds" if scope == "mean" else "seed"
+    common.echo(
+        f"distilled image {image} ({out['class']}) of set {summary.name!r}: the test images it "
+        f"influences most ({context} context, {what} {seeds_text})"
+    )
     common.table(
-        f"test images distilled image {image} ({out['class']}) influences most "
-        f"[{context} context, {scope}, seeds {seeds_text}]",
+        "",
         ["rank", "test index", "class", "influence"],
         [[t["rank"], t["test_index"], t["class"], f"{t['value']:+.5f}"] for t in out["top"]],
     )
