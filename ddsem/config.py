@@ -66,6 +66,129 @@ class InfluenceConfig:
     top_k: int = 100  # most influenced test images kept per distilled image for plain SQL
 
 
+# -- distillation (ddsem distill / ddsem evaluate) -----------------------------------------------
+
+# Differentiable siamese augmentation families (DSA, Zhao & Bilen 2021: --dsa_strategy default).
+DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"
+
+
+@dataclass(frozen=True)
+class DMConfig:
+    """Distribution matching (Zhao & Bilen, WACV 2023). Defaults: main_DM.py of
+    VICO-UoE/DatasetCondensation, CIFAR-10."""
+
+    iterations: int = 20_000  # --Iteration 20000
+    lr_img: float = 1.0  # --lr_img 1.0
+    momentum_img: float = 0.5  # SGD([image_syn], lr_img, momentum=0.5)
+    batch_real: int = 256  # --batch_real 256: real images per class per iteration
+    dsa_strategy: str = DSA_STRATEGY  # --dsa_strategy, same parameters for real and synthetic
+
+
+@dataclass(frozen=True)
+class GMConfig:
+    """Gradient matching, DC (Zhao, Mopuri & Bilen, ICLR 2021). Defaults: main.py and
+    utils.get_loops of VICO-UoE/DatasetCondensation, CIFAR-10."""
+
+    iterations: int = 1000  # --Iteration 1000
+    lr_img: float = 0.1  # --lr_img 0.1
+    momentum_img: float = 0.5  # SGD([image_syn], lr_img, momentum=0.5)
+    lr_net: float = 0.01  # --lr_net 0.01: inner training of the network on synthetic data
+    momentum_net: float = 0.5  # SGD(net.parameters(), lr_net, momentum=0.5)
+    batch_real: int = 256  # --batch_real 256: real images per class per matching step
+    batch_train: int = 256  # --batch_train 256: minibatch of the inner network training
+    outer_loop: int | None = None  # None: by ipc, GM_LOOPS (get_loops)
+    inner_loop: int | None = None  # None: by ipc, GM_LOOPS (get_loops)
+    dsa_strategy: str = "none"  # DC matches without augmentation (DSA is the later variant)
+
+
+# utils.get_loops: ipc -> (outer_loop, inner_loop). Other ipc take the entry at or below.
+GM_LOOPS: dict[int, tuple[int, int]] = {
+    1: (1, 1),
+    10: (10, 50),
+    20: (20, 25),
+    30: (30, 20),
+    40: (40, 15),
+    50: (50, 10),
+}
+
+
+@dataclass(frozen=True)
+class TMConfig:
+    """Trajectory matching, MTT (Cazenavette et al., CVPR 2022). Fields left None take the
+    per-ipc CIFAR-10 values of TM_TABLE; the rest are distill.py defaults."""
+
+    iterations: int = 5000  # distill.py --Iteration 5000
+    syn_steps: int | None = None  # N: student steps on synthetic data
+    expert_epochs: int | None = None  # M: the target is the expert M epochs after the start
+    max_start_epoch: int | None = None  # T+: start epochs are drawn from [0, T+)
+    lr_img: float | None = None
+    lr_lr: float | None = None  # learning rate of the learnable synthetic learning rate
+    lr_syn_init: float | None = None  # --lr_teacher: the synthetic learning rate's start value
+    momentum: float = 0.5  # SGD momentum of the image and learning-rate optimisers
+    batch_syn: int | None = None  # None: every synthetic image in each student step
+    dsa_strategy: str = DSA_STRATEGY  # per-sample DSA on the student's batches
+
+
+# MTT paper, CIFAR-10 hyper-parameter table (ConvNetD3): ipc -> settings. The paper distils
+# ipc 1 and 10 on ZCA-whitened images (pixel lr 100) and ipc 50 without ZCA (pixel lr 1000).
+# ddsem has no ZCA (sets live in the normalised space every other command uses), so lr_img is
+# the table's no-ZCA value, 1000, at every ipc. Other ipc take the entry at or below.
+TM_TABLE: dict[int, dict[str, float]] = {
+    1: {"syn_steps": 50, "expert_epochs": 2, "max_start_epoch": 2, "lr_img": 1000.0,
+        "lr_lr": 1e-7, "lr_syn_init": 0.01},
+    10: {"syn_steps": 30, "expert_epochs": 2, "max_start_epoch": 20, "lr_img": 1000.0,
+         "lr_lr": 1e-5, "lr_syn_init": 0.001},
+    50: {"syn_steps": 30, "expert_epochs": 2, "max_start_epoch": 40, "lr_img": 1000.0,
+         "lr_lr": 1e-5, "lr_syn_init": 0.001},
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ExpertConfig:
+    """Expert trajectories for TM: models trained on real data, parameters kept after every
+    epoch. Defaults: MTT buffer.py (its --decay is off by default, so no lr decay)."""
+
+    num_experts: int = 100  # --num_experts 100
+    epochs: int = 50  # --train_epochs 50
+    lr: float = 0.01  # --lr_teacher 0.01
+    momentum: float = 0.0  # SGD(momentum=0)
+    weight_decay: float = 0.0  # SGD(weight_decay=0)
+    batch_size: int = 256  # --batch_train 256
+    dsa_strategy: str = DSA_STRATEGY  # buffer.py trains with DSA (per-sample parameters)
+
+
+@dataclass(frozen=True)
+class BPTTConfig:
+    """Back-propagation through the whole unrolled inner training (Deng & Russakovsky, NeurIPS
+    2022), with the analysis paper's inner protocol (section 2: SGD lr 0.01, momentum 0.9,
+    300 full-batch steps). Outer optimiser and clipping: RememberThePast config
+    (compressor_optim SGD lr 0.1 momentum 0.5; clip_grad_norm max_norm 2)."""
+
+    iterations: int = 5000  # not published for this setting: a budget, like MTT's 5,000
+    inner_steps: int = 300  # the analysis paper's 300 steps (Deng & Russakovsky run 150)
+    inner_lr: float = 0.01
+    inner_momentum: float = 0.9
+    lr_img: float = 0.1
+    momentum_img: float = 0.5
+    grad_clip: float = 2.0
+    batch_real: int = 64  # real images per class in the outer loss (their n_queries=64)
+
+
+@dataclass(frozen=True)
+class DCEvalConfig:
+    """The DC-style evaluation of a distilled set (utils.evaluate_synset of DatasetCondensation):
+    300 epochs, batch 256, SGD lr 0.01 momentum 0.9 weight decay 5e-4, lr x0.1 after epoch
+    epochs//2 + 1 with a fresh optimiser (momentum restarts). The reference also applies DSA
+    augmentation during this training; ddsem's engine trains without augmentation."""
+
+    epochs: int = 300
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    decay_factor: float = 0.1
+
+
 # -- annotation and the attribute vocabulary (ddsem annotate / ddsem attributes) -----------------
 
 

@@ -54,6 +54,11 @@ def _register() -> None:
     app.add_typer(data.app, name="data")
     app.add_typer(sets.app, name="sets")
     app.add_typer(dbcmd.app, name="db")
+    from ddsem.cli import distill as distill_commands  # distill [experts], evaluate
+    from ddsem.cli import evaluate as evaluate_commands
+
+    app.add_typer(distill_commands.app, name="distill")
+    app.command("evaluate")(evaluate_commands.evaluate)
     from ddsem.cli import influence as influence_commands  # influence [show|check]
 
     app.add_typer(influence_commands.app, name="influence")

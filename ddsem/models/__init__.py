@@ -1,5 +1,19 @@
 """Classifiers in a small registry: ``build_model(ModelConfig)``; later architectures join it."""
 
-from ddsem.models.registry import ARCHITECTURES, build_model, has_batch_statistics, init_state
+from ddsem.models.registry import (
+    ARCHITECTURES,
+    REFERENCE_NORM,
+    build_model,
+    has_batch_statistics,
+    init_state,
+    reference_config,
+)
 
-__all__ = ["ARCHITECTURES", "build_model", "has_batch_statistics", "init_state"]
+__all__ = [
+    "ARCHITECTURES",
+    "REFERENCE_NORM",
+    "build_model",
+    "has_batch_statistics",
+    "init_state",
+    "reference_config",
+]

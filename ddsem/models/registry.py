@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -10,8 +11,37 @@ from torch import nn
 from ddsem.config import ModelConfig
 from ddsem.errors import UserError
 from ddsem.models.convnet import ConvNet
+from ddsem.models.zoo import VGG11, AlexNet, ResNet18
 
-ARCHITECTURES: dict[str, Callable[[ModelConfig], nn.Module]] = {"convnet": ConvNet}
+
+def _batchnorm(ctor: Callable[[ModelConfig], nn.Module]) -> Callable[[ModelConfig], nn.Module]:
+    """The reference's BN variant of an architecture (VGG11BN, ResNet18BN)."""
+    return lambda cfg: ctor(replace(cfg, norm="batchnorm"))
+
+
+ARCHITECTURES: dict[str, Callable[[ModelConfig], nn.Module]] = {
+    "convnet": ConvNet,
+    "alexnet": AlexNet,
+    "vgg11": VGG11,
+    "vgg11bn": _batchnorm(VGG11),
+    "resnet18": ResNet18,
+    "resnet18bn": _batchnorm(ResNet18),
+}
+
+# The normalisation each architecture has in the DC/MTT code bases (others: instance norm).
+REFERENCE_NORM: dict[str, str] = {
+    "alexnet": "none",
+    "vgg11bn": "batchnorm",
+    "resnet18bn": "batchnorm",
+}
+
+
+def reference_config(arch: str, base: ModelConfig) -> ModelConfig:
+    """``base`` turned into ``arch`` with that architecture's reference normalisation."""
+    if arch not in ARCHITECTURES:
+        known = ", ".join(sorted(ARCHITECTURES))
+        raise UserError(f"unknown architecture {arch!r}: known are {known}")
+    return replace(base, arch=arch, norm=REFERENCE_NORM.get(arch, "instancenorm"))
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
