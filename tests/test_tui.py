@@ -439,7 +439,7 @@ async def test_journey_ask_yellow_cars_open_the_answer_and_go_back(db, facts):
             facts["attribute_ids"]["yellow"]
         )
         ap = facts["expected_ap"][(1, "yellow", 1)]
-        assert f"yellow, AP {ap:.3f}" in text_of(app, "#curve-title")
+        assert f"of yellow\nAP {ap:.3f}" in text_of(app, "#curve-title")
         await pilot.press("escape")
         assert isinstance(app.screen, QueryScreen)
         await pilot.press("escape")
@@ -469,13 +469,13 @@ async def test_a_question_before_ranking_gets_its_own_row_and_curve(db, facts):
         index = app.screen.index
         assert first[1] == f"#{index}"
         rows = cells(app.screen.query_one("#scores"))
-        assert rows == [["asked", "yellow & red", first[3], first[4], "6 (6.0%)"]]
+        assert rows == [["asked", "yellow & red", first[3], first[4], "6"]]
         assert text_of(app, "#scores-hint") == (
             "no attribute scores yet: run `ddsem rank --method bptt`"
         )
         positives = facts["attrs"]["yellow"] & facts["attrs"]["red"]
         ap = average_precision_score(positives, facts["matrix"][index])
-        assert f"yellow & red, AP {ap:.3f}" in text_of(app, "#curve-title")
+        assert f"of yellow & red\nAP {ap:.3f}" in text_of(app, "#curve-title")
 
 
 @pytest.mark.anyio

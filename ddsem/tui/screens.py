@@ -331,7 +331,7 @@ class DetailScreen(DataScreen):
                 yield Static(id="scores-hint", classes="hint")
                 yield RowTable(id="scores")
             with Vertical(id="detail-curve"):
-                yield Static(id="curve-title", classes="title")
+                yield Static(id="curve-title", classes="title two-lines")
                 yield Static(id="curve-hint", classes="hint")
                 yield PlotextPlot(id="curve")
         with Vertical(id="detail-bottom"):
@@ -525,7 +525,7 @@ class DetailScreen(DataScreen):
         plot.plt.clear_data()
         plot.plt.title("")
         plot.refresh()
-        self.query_one("#curve-title", Static).update("precision-recall")
+        self.query_one("#curve-title", Static).update("precision-recall\n")
         self.hint("#curve-hint", message)
 
     def draw_curve(self, curve: vm.PrCurve, label: str) -> None:
@@ -541,8 +541,8 @@ class DetailScreen(DataScreen):
         plt.title("")
         plot.refresh()
         self.query_one("#curve-title", Static).update(
-            f"precision-recall: {label}, AP {curve.average_precision:.3f} "
-            f"({curve.positives}/{curve.total} positive)"
+            f"precision-recall of {label}\nAP {curve.average_precision:.3f}, "
+            f"{curve.positives} of {curve.total} positive"
         )
         self.hint("#curve-hint", "")
 

@@ -21,6 +21,10 @@ CSS = """
     text-style: bold;
 }
 
+.title.two-lines {
+    height: 2;
+}
+
 .pager {
     padding: 0 1;
     height: 1;
@@ -86,7 +90,8 @@ ImageTile:focus {
 }
 
 #detail-scores {
-    width: 1fr;
+    width: 50;
+    margin: 0 1 0 0;
 }
 
 #detail-curve {

@@ -101,7 +101,7 @@ def set_row(overview: SetOverview) -> tuple[str, ...]:
 
 # -- the attribute table -------------------------------------------------------------------------
 
-SCORE_COLUMNS = ("#", "attribute", "AP", "lift", "positives")
+SCORE_COLUMNS = ("#", "attribute", "AP", "lift", "pos.")
 
 
 def score_row(rank: int, score: ScoreView) -> tuple[str, ...]:
@@ -110,7 +110,7 @@ def score_row(rank: int, score: ScoreView) -> tuple[str, ...]:
         score.attribute,
         f"{score.ap:.3f}",
         f"{score.lift:.2f}x",
-        f"{score.positives} ({100 * score.positive_rate:.1f}%)",
+        str(score.positives),
     )
 
 
@@ -331,14 +331,7 @@ def asked_key(asked: Asked) -> str | None:
 
 
 def asked_row(asked: Asked) -> tuple[str, ...]:
-    rate = asked.positives / asked.total if asked.total else 0.0
-    return (
-        "asked",
-        asked.label,
-        f"{asked.ap:.3f}",
-        f"{asked.lift:.2f}x",
-        f"{asked.positives} ({100 * rate:.1f}%)",
-    )
+    return ("asked", asked.label, f"{asked.ap:.3f}", f"{asked.lift:.2f}x", str(asked.positives))
 
 
 # -- help ----------------------------------------------------------------------------------------
