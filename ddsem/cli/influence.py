@@ -122,7 +122,8 @@ def influence(
     train_cfg = TrainConfig(steps=steps, lr=lr, momentum=momentum)
     infl_cfg = InfluenceConfig(
         context=context,
-        real_images=real_images,
+        # only the real context uses it: keep it out of the distilled context's config key
+        real_images=real_images if context == "real" else InfluenceConfig.real_images,
         test_limit=test_limit,
         selection_seed=common.OPTIONS.seed,
         top_k=top_k,
