@@ -55,7 +55,7 @@ def influence(
     test_limit: int = typer.Option(
         None,
         "--test-limit",
-        help="Class-stratified subset of the test split (by the global --seed) [default: all].",
+        help="Class-stratified subset of the test split, the same one `ddsem annotate --limit N` takes [default: all].",
     ),
     width: int = typer.Option(128, "--width", help="ConvNet width (paper: 128)."),
     depth: int = typer.Option(3, "--depth", help="ConvNet depth (paper: 3)."),
@@ -240,7 +240,8 @@ def _plan(job: Job, model_cfg, train_cfg, infl_cfg) -> Plan:
     from ddsem.data import stratified_indices
     from ddsem.db.codec import config_hash
 
-    test_indices = stratified_indices(job.data.test_y, infl_cfg.test_limit, infl_cfg.selection_seed)
+    # Seed 0, always: the same test subset as `ddsem annotate --limit N`, so they join.
+    test_indices = stratified_indices(job.data.test_y, infl_cfg.test_limit, 0)
     real_indices = None
     config: dict[str, Any] = {
         "model": to_dict(model_cfg),
