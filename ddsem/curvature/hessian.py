@@ -1,0 +1,137 @@
+"""Hessian-vector products of a model's mean loss on one data source, with torch.func.
+
+The Hessian is never formed: ``HessianOperator`` maps a block of vectors V (B, P) to H V, where
+H is the Hessian of the mean cross-entropy over the source's images with respect to all of the
+model's parameters, flattened into one vector (``named_parameters`` order). A block is one pass:
+forward-over-reverse (``jvp`` of ``grad``) under ``vmap`` over the B vectors, so the primal
+forward and backward run once per block and the B tangents ride along batched. Images are taken
+``chunk_size`` at a time (memory only: the sum over chunks is weighted to the mean over all).
+
+The model is evaluated in eval mode with its buffers fixed (as PyHessian does): for the
+dataset-distillation ConvNet (instance norm) this is the training loss itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+State = dict[str, torch.Tensor]
+
+
+class HessianOperator:
+    """v -> H v for the mean cross-entropy of ``model`` (weights ``state``) on (images, labels)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        state: State,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        chunk_size: int = 1000,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if images.shape[0] == 0:
+            raise ValueError("the Hessian of an empty data source is undefined")
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be positive")
+        self.device = torch.device(device)
+        self.module = model.to(self.device).eval()
+        self.names = [n for n, _ in self.module.named_parameters()]
+        self.shapes = [tuple(state[n].shape) for n in self.names]
+        self.sizes = [state[n].numel() for n in self.names]
+        self.point = torch.cat([state[n].detach().reshape(-1) for n in self.names]).to(self.device)
+        self.buffers = {n: state[n].detach().to(self.device) for n, _ in model.named_buffers()}
+        n = images.shape[0]
+        self.chunks = [
+            (images[s : s + chunk_size].to(self.device), labels[s : s + chunk_size].to(self.device))
+            for s in range(0, n, chunk_size)
+        ]
+        self.chunk_weights = [x.shape[0] / n for x, _ in self.chunks]
+        self.num_samples = n
+        self._graphs: dict[int, object] = {}
+
+    @property
+    def dim(self) -> int:
+        return self.point.numel()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.point.dtype
+
+    def _loss(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        parts = torch.split(flat, self.sizes)
+        params = {n: p.view(s) for n, p, s in zip(self.names, parts, self.shapes, strict=True)}
+        logits = torch.func.functional_call(self.module, (params, self.buffers), (x,))
+        return F.cross_entropy(logits, y)
+
+    def loss(self) -> float:
+        """The mean loss at the operator's point (a sanity value for reports)."""
+        with torch.no_grad():
+            return float(
+                sum(
+                    w * self._loss(self.point, x, y)
+                    for (x, y), w in zip(self.chunks, self.chunk_weights, strict=True)
+                )
+            )
+
+    def __call__(self, vectors: torch.Tensor) -> torch.Tensor:
+        """H V for V of shape (B, P) (or H v for one vector of shape (P,))."""
+        from torch.func import vmap
+
+        single = vectors.ndim == 1
+        block = vectors.reshape(1, -1) if single else vectors
+        if block.shape[1] != self.dim:
+            raise ValueError(f"vectors have {block.shape[1]} entries, the model {self.dim}")
+        block = block.to(device=self.device, dtype=self.dtype)
+        out = torch.zeros_like(block)
+        for index, weight in enumerate(self.chunk_weights):
+            (products,) = vmap(self._gradient_vjp(index))(block)
+            out += weight * products
+        return out[0] if single else out
+
+    def _gradient_vjp(self, index: int):
+        """v -> v^T (d grad / d theta) = H v on one chunk; the graph of the gradient is built
+        once per chunk and, when the source is a single chunk, kept for every later call."""
+        from torch.func import grad, vjp
+
+        product = self._graphs.get(index)
+        if product is None:
+            x, y = self.chunks[index]
+            _, product = vjp(grad(partial(self._loss, x=x, y=y)), self.point)
+            if len(self.chunks) == 1:
+                self._graphs[index] = product
+        return product
+
+
+@dataclass
+class MatrixOperator:
+    """An explicit symmetric matrix behind the operator interface (tests, small problems)."""
+
+    matrix: torch.Tensor
+
+    @property
+    def dim(self) -> int:
+        return self.matrix.shape[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.matrix.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.matrix.device
+
+    def __call__(self, vectors: torch.Tensor) -> torch.Tensor:
+        return vectors.to(self.dtype) @ self.matrix.T
+
+
+def rademacher(shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype):
+    """Independent +-1 entries with equal probability, from ``generator`` (on its device)."""
+    bits = torch.randint(0, 2, shape, generator=generator, device=generator.device)
+    return (bits * 2 - 1).to(dtype)
