@@ -123,7 +123,9 @@ def curvature(
         CURVATURE.probe_block, "--probe-block", help="Probes per vmapped pass."
     ),
     chunk_size: int = typer.Option(
-        CURVATURE.chunk_size, "--chunk-size", help="Images per Hessian-vector pass (memory)."
+        CURVATURE.chunk_size,
+        "--chunk-size",
+        help="Images per Hessian-vector pass (memory grows with it and --probe-block).",
     ),
     train_samples: int = typer.Option(
         None, "--train-samples", help="Train on a class-stratified subset [default: all]."
