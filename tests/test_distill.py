@@ -41,9 +41,10 @@ WIDTH = 16
 MODEL = ModelConfig(width=WIDTH)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    """The CI machine is small and shared: one intra-op thread is the fastest setting there."""
+    """The CI machine is small and shared: one intra-op thread is the fastest setting there
+    (module scope, so the module's data fixtures below run under it too)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -237,27 +237,6 @@ def _distill(
     }  # fmt: skip
 
     db = common.open_database()
-    previous = store.unfinished_run(db, name)
-    if resume:
-        if previous is None:
-            done = " (that set is complete)" if store.set_exists(db, name) else ""
-            raise UserError(
-                f"nothing to resume: no unfinished distillation run for set {name!r}{done}"
-            )
-        if previous.config != run_config:
-            diff = "; ".join(_config_differences(previous.config, run_config))
-            raise UserError(
-                f"--resume with a different configuration than the unfinished run of {name!r}: "
-                f"{diff}. Repeat its options, or start over with --overwrite"
-            )
-    elif previous is not None and not overwrite:
-        raise UserError(
-            f"an unfinished {previous.method} run for set {name!r} stopped at iteration "
-            f"{previous.iteration}: pass --resume to continue it or --overwrite to start over"
-        )
-    if store.set_exists(db, name) and not overwrite:
-        raise UserError(f"a distilled set named {name!r} exists; pass --overwrite or --name")
-
     experts = None
     expert_pool = None
     if method == "tm":
@@ -284,6 +263,29 @@ def _distill(
                 f"make longer ones with `{make} --epochs {max(need, 50)}`"
             )
         experts = [torch.from_numpy(t) for t in store.load_experts(db, expert_pool.key, need)]
+        # a resumed run must draw from the same experts
+        run_config["experts"] = {"pool": expert_pool.key, "count": expert_pool.count}
+
+    previous = store.unfinished_run(db, name)
+    if resume:
+        if previous is None:
+            done = " (that set is complete)" if store.set_exists(db, name) else ""
+            raise UserError(
+                f"nothing to resume: no unfinished distillation run for set {name!r}{done}"
+            )
+        if previous.config != run_config:
+            diff = "; ".join(_config_differences(previous.config, run_config))
+            raise UserError(
+                f"--resume with a different configuration than the unfinished run of {name!r}: "
+                f"{diff}. Repeat its options, or start over with --overwrite"
+            )
+    elif previous is not None and not overwrite:
+        raise UserError(
+            f"an unfinished {previous.method} run for set {name!r} stopped at iteration "
+            f"{previous.iteration}: pass --resume to continue it or --overwrite to start over"
+        )
+    if store.set_exists(db, name) and not overwrite:
+        raise UserError(f"a distilled set named {name!r} exists; pass --overwrite or --name")
 
     device = common.device()
     real = RealData(images_data.train_x[pool], pool_y, images_data.num_classes, device)
@@ -338,7 +340,7 @@ def _distill(
         "final_loss": outcome.losses[-1] if outcome.losses else distiller.last_loss,
     }
     if expert_pool is not None:
-        provenance["experts"] = {"pool": expert_pool.key, "count": expert_pool.count}
+        provenance["experts"] = run_config["experts"]
     summary = store.finish_run(
         db, run_info.id, name=name, method=method,
         images=distiller.images.detach().cpu().numpy(), labels=distiller.labels.cpu().numpy(),

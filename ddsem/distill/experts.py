@@ -52,6 +52,7 @@ def train_expert(
     if cfg.momentum:
         raise UserError("expert training splits at epoch boundaries; it needs momentum 0 (MTT's)")
     device = torch.device(device)
+    images, labels = images.to(device), labels.to(device)
     flat = FlatModel(model_cfg, torch.device("cpu"))
     generator = torch.Generator().manual_seed(seed)
     state = init_state(model_cfg, seed)
@@ -67,9 +68,7 @@ def train_expert(
     ones = torch.ones(1, n)
     for _ in range(cfg.epochs):
         with torch.no_grad():
-            epoch_images = augmented_epoch(
-                images.to(device), cfg.dsa_strategy, generator, cfg.batch_size
-            )
+            epoch_images = augmented_epoch(images, cfg.dsa_strategy, generator, cfg.batch_size)
         batch_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         (state,) = train_population(
             model_cfg,
