@@ -100,21 +100,20 @@ def demo(
         7, "figures: PR curves, most influenced test images, Table 1",
         "report", "--set", s.set_name, "--out", str(out_dir), "--query", s.questions[0],
     )  # fmt: skip
-    figures = sorted(p for p in out_dir.glob("*") if p.suffix in (".png", ".md", ".csv"))
+    figures = sorted(p for p in out_dir.rglob("*") if p.suffix in (".png", ".md", ".csv"))
     common.echo(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
-    if figures:
-        common.echo("figures and tables:")
-        for p in figures[:8]:
-            common.echo(f"  {p}")
-        if len(figures) > 8:
-            common.echo(f"  ... and {len(figures) - 8} more in {out_dir}/")
-    db_hint = f" --db {common.OPTIONS.db}" if common.OPTIONS.db else ""
+    common.echo(f"{len(figures)} figures and tables in {out_dir}/, among them:")
+    for p in [f for f in figures if f.parent == out_dir] + [
+        f for f in figures if f.parent != out_dir
+    ][:2]:
+        common.echo(f"  {p}")
+    db = f" --db {common.OPTIONS.db}" if common.OPTIONS.db else ""
     common.echo(
         "next:\n"
-        f"  ddsem{db_hint} tui                               explore sets, images, influence and questions\n"
-        f'  ddsem{db_hint} query "red trucks" --set {s.set_name}\n'
-        f"  ddsem{db_hint} influence show --set {s.set_name} --image 0\n"
-        f"  ddsem{db_hint} influence check --set {s.set_name}"
+        f"  ddsem{db} tui                     # explore sets, images, influence and questions\n"
+        f'  ddsem{db} query "red trucks" --set {s.set_name}\n'
+        f"  ddsem{db} influence show --set {s.set_name} --image 0\n"
+        f"  ddsem{db} influence check --set {s.set_name} --out {out_dir}"
     )
 
 
