@@ -62,7 +62,7 @@ class InfluenceConfig:
     context: str = "distilled"
     real_images: int = 100  # paper 5.1: "we utilize 100 additional real images"
     test_limit: int | None = None  # None: the whole test split (paper: all 10,000 CIFAR-10 tests)
-    selection_seed: int = 0  # picks the test subset and the real images (same for every seed)
+    selection_seed: int = 0  # picks the real-context images (the test subset always uses seed 0)
     top_k: int = 100  # most influenced test images kept per distilled image for plain SQL
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from ddsem.cli import common
@@ -48,31 +47,33 @@ def _global(
 
 
 def _register() -> None:
-    """Mount every command group. A group is a module with ``app`` (a Typer) or ``register``."""
-    from ddsem.cli import data, dbcmd, sets
+    """Mount every command group; each lives in its own module of ``ddsem.cli``."""
+    from ddsem.cli import (
+        annotate,
+        curvature,
+        data,
+        dbcmd,
+        demo,
+        distill,
+        evaluate,
+        influence,
+        rank,
+        sets,
+        tui,
+    )
 
+    app.command("demo")(demo.demo)
     app.add_typer(data.app, name="data")
     app.add_typer(sets.app, name="sets")
+    app.add_typer(distill.app, name="distill")
+    app.command("evaluate")(evaluate.evaluate)
+    app.add_typer(influence.app, name="influence")
+    annotate.register(app)  # annotate, attributes
+    rank.register(app)  # rank, query, report
+    app.command("curvature")(curvature.curvature)
+    app.command("landscape")(curvature.landscape)
+    app.command("tui")(tui.tui)
     app.add_typer(dbcmd.app, name="db")
-    from ddsem.cli import distill as distill_commands  # distill [experts], evaluate
-    from ddsem.cli import evaluate as evaluate_commands
-
-    app.add_typer(distill_commands.app, name="distill")
-    app.command("evaluate")(evaluate_commands.evaluate)
-    from ddsem.cli import influence as influence_commands  # influence [show|check]
-
-    app.add_typer(influence_commands.app, name="influence")
-    from ddsem.cli import rank as rank_commands  # top-level rank, query, report
-
-    rank_commands.register(app)
-
-    from ddsem.cli import annotate as annotate_commands  # annotate, attributes
-
-    annotate_commands.register(app)
-
-    from ddsem.cli import tui as tui_command  # top-level tui
-
-    app.command("tui")(tui_command.tui)
 
 
 _register()
@@ -87,14 +88,20 @@ def run(argv: list[str] | None = None) -> int:
     except UserError as e:
         sys.stderr.write(f"error: {e}\n")
         return 2
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:  # typer turns Ctrl-C into Exit(130)
+        if e.exit_code == 130:
+            sys.stderr.write("interrupted; finished work is kept and a re-run resumes\n")
         return e.exit_code
-    except click.ClickException as e:
-        e.show()
-        return e.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         sys.stderr.write("interrupted; finished work is kept and a re-run resumes\n")
         return 130
+    except typer.TyperException as e:  # usage errors: bad option values, unknown commands
+        if type(e).__name__ == "NoArgsIsHelpError":  # `ddsem` or `ddsem sets` alone: the help
+            sys.stdout.write(e.format_message() + "\n")
+            return 0
+        message = e.format_message() if hasattr(e, "format_message") else str(e)
+        sys.stderr.write(f"error: {message} (see --help)\n")
+        return getattr(e, "exit_code", 2) or 2
 
 
 def main() -> None:
