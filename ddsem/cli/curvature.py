@@ -113,7 +113,9 @@ def curvature(
         CURVATURE.real_samples, "--real-samples", help="Random real training images for --real."
     ),
     density_at: str = typer.Option(
-        None, "--density-at", help="Iterations for the eigenvalue density, e.g. 0,25,300."
+        None,
+        "--density-at",
+        help="Iterations for the eigenvalue density and top eigenvalue: 0,25,300.",
     ),
     lanczos_steps: int = typer.Option(CURVATURE.lanczos_steps, "--lanczos-steps"),
     lanczos_runs: int = typer.Option(
@@ -347,7 +349,7 @@ def _print_points(points, sources: list[str], checkpoints: list[int]) -> None:
             spectrum = LanczosResult.from_array(p.spectrum)
             common.echo(
                 f"{p.source} at iteration {p.iteration}: top eigenvalue {spectrum.top:.5g} "
-                f"(within {spectrum.top_residual:.1g}), lowest {spectrum.bottom:.5g}, "
+                f"(within {spectrum.top_residual:.2g}), lowest {spectrum.bottom:.5g}, "
                 f"{100 * spectrum.mass_below(0.0):.1f}% of the spectrum below 0"
             )
 

@@ -97,6 +97,8 @@ def landscape_figure(
             ax.scatter([x], [y], marker=marker, c=color, edgecolors="k", s=50, zorder=5)
             ax.annotate(label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
         ax.set_title(f"{name} loss", fontsize=9)
+        ax.set_xlabel("x: init -> real (1 epoch)", fontsize=7)
+        ax.set_ylabel("y: -> distilled (orthogonalised)", fontsize=7)
         ax.tick_params(labelsize=7)
     if title:
         fig.suptitle(title, fontsize=9)

@@ -29,7 +29,6 @@ from ddsem.train import Progress, train_population
 class PointMeasurement:
     source: str
     iteration: int
-    loss: float
     trace: TraceEstimate | None
     spectrum: LanczosResult | None
     seconds: float
@@ -77,9 +76,7 @@ def measure(
             runs=cfg.lanczos_runs,
             generator=generator(probe_seed(seed, source, iteration, "lanczos"), device),
         )
-    return PointMeasurement(
-        source, iteration, op.loss(), estimate, spectrum, time.perf_counter() - start
-    )
+    return PointMeasurement(source, iteration, estimate, spectrum, time.perf_counter() - start)
 
 
 def train_with_checkpoints(

@@ -182,11 +182,6 @@ def read_points(db: Database, run_id: int) -> list[PointInfo]:
         ]
 
 
-def list_curvature_runs(db: Database) -> list[CurvatureRunInfo]:
-    with db.session() as s:
-        return [_run_info(r) for r in s.exec(select(CurvatureRun).order_by(CurvatureRun.id))]
-
-
 # -- landscape grids (AnalysisRun, kind "landscape") ---------------------------------------------
 
 LANDSCAPE = "landscape"
