@@ -339,3 +339,22 @@ def test_landscape_end_to_end(cli, tmp_path, cifar_path):
     assert again["reused"] is True and again["analysis_id"] == out["analysis_id"]
     bad = cli("landscape", "--method", "dm", "--data", str(cifar_path))
     assert bad.code == 2 and "no distilled set made by method 'dm'" in bad.err
+
+
+def test_a_changed_source_loses_its_stale_points(tmp_path):
+    from ddsem.db import open_db
+    from ddsem.db.curvature import open_curvature_run, read_points, save_point, stored_points
+
+    db = open_db(tmp_path / "c.db")
+    config = {"model": "tiny", "seed": 0}
+    sources = [{"source": "bptt", "set_id": 1}, {"source": "real", "images": 16}]
+    run = open_curvature_run(db, config, sources)
+    for src in ("bptt", "real"):
+        save_point(db, run.id, src, 0, trace=1.0, trace_stderr=0.1, probes=10)
+    save_point(db, run.id, "bptt", 0, top_eigenvalue=2.0, spectrum=np.ones((1, 3, 3)))
+    assert stored_points(db, run.id) == {("bptt", 0): True, ("real", 0): False}
+    same = open_curvature_run(db, config, [{"source": "real", "images": 32}])
+    assert same.id == run.id and [s["source"] for s in same.sources] == ["bptt", "real"]
+    (kept,) = read_points(db, run.id)
+    assert kept.source == "bptt" and kept.top_eigenvalue == 2.0 and kept.spectrum.shape == (1, 3, 3)
+    assert open_curvature_run(db, {**config, "seed": 1}, sources).id != run.id

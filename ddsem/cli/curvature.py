@@ -229,8 +229,7 @@ def curvature(
         "rel_err": cfg.rel_err,
         "min_probes": cfg.min_probes,
         "probe_block": cfg.probe_block,
-        "real_samples": cfg.real_samples,
-    }
+    }  # the real source's sample count lives in its source row: changing it redoes only "real"
     run = open_curvature_run(db, run_config, source_rows)
     checkpoints = sorted(set(range(0, iterations + 1, every)) | set(density_its))
     computed = _compute_points(
