@@ -78,6 +78,7 @@ def progress(total: int, description: str) -> Iterator[Callable[[int], None]]:
     if OPTIONS.quiet:
         yield lambda n=1: None
         return
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -86,8 +87,6 @@ def progress(total: int, description: str) -> Iterator[Callable[[int], None]]:
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
-
-    from rich.console import Console
 
     with Progress(
         TextColumn("{task.description}"),

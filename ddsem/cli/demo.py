@@ -26,7 +26,7 @@ class DemoSettings:
     ipc: int = 2  # 20 distilled images
     iterations: int = 200  # DM iterations (the paper's protocol: 20,000)
     width: int = 32  # ConvNet width for distilling and for the influence models (paper: 128)
-    batch_real: int = 32  # DM real images per class per iteration (paper: 256); 64 gains nothing here
+    batch_real: int = 32  # DM real images per class per step (paper: 256); 64 gained nothing
     steps: int = 300  # the paper's 300 full-batch SGD steps for every LOO model
     test_limit: int = 500  # class-stratified test images (paper: all 10,000)
     questions: tuple[str, ...] = ("yellow cars", "blue sky planes", "green grass frogs")
