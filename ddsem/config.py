@@ -231,7 +231,7 @@ class CurvatureConfig:
     rel_err: float = 0.05  # issue 8: stop once the standard error is 5% of |trace|
     min_probes: int = 10  # ours: a standard error from fewer probes is too noisy to stop on
     probe_block: int = 10  # ours: probes per vmapped pass (speed vs memory, same estimator)
-    chunk_size: int = 256  # ours: images per pass (memory only; ~45 MB an image at width 128, 10 probes)
+    chunk_size: int = 256  # ours: images per pass (memory: ~45 MB an image, width 128, 10 probes)
     real_samples: int = 5000  # ours: the real source is a uniform random subsample (unbiased)
     lanczos_steps: int = 100  # issue 8 (--lanczos-steps 100); PyHessian's density(iter=100)
     lanczos_runs: int = 1  # PyHessian's density(n_v=1)
