@@ -114,3 +114,20 @@ def parse_int_list(text: str, what: str) -> list[int]:
     if dupes:
         raise UserError(f"{what} lists {', '.join(map(str, dupes))} more than once")
     return values
+
+
+def default_set_name(db: Database, set_name: str | None, method: str | None) -> str | None:
+    """The set to use: as named, else by method (``None``), else the only set in the database."""
+    if set_name or method:
+        return set_name
+    from ddsem.db.sets import list_sets
+
+    sets = list_sets(db)
+    if len(sets) == 1:
+        return sets[0].name
+    if not sets:
+        raise UserError(
+            "no distilled set yet: `ddsem distill --method bptt` or `ddsem sets import FILE`"
+        )
+    names = ", ".join(f"{s.name} ({s.method})" for s in sets)
+    raise UserError(f"several distilled sets: choose one with --method or --set ({names})")

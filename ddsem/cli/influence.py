@@ -188,29 +188,12 @@ def _device(name: str | None):
     return resolve_device(name or common.OPTIONS.device)
 
 
-def _set_name(db: Database, set_name: str | None, method: str | None) -> str | None:
-    """As named; else by method; else the only set in the database."""
-    if set_name or method:
-        return set_name
-    from ddsem.db.sets import list_sets
-
-    sets = list_sets(db)
-    if len(sets) == 1:
-        return sets[0].name
-    if not sets:
-        raise UserError(
-            "no distilled set yet: `ddsem distill --method bptt` or `ddsem sets import FILE`"
-        )
-    names = ", ".join(f"{s.name} ({s.method})" for s in sets)
-    raise UserError(f"several distilled sets: choose one with --method or --set ({names})")
-
-
 def _prepare(db: Database, method: str | None, set_name: str | None, data_path: str | None) -> Job:
     """Find the set and the real data; refuse sets leave-one-out cannot use."""
     from ddsem.data import load_dataset
     from ddsem.db.sets import find_set, set_tensors
 
-    summary = find_set(db, _set_name(db, set_name, method), method)
+    summary = find_set(db, common.default_set_name(db, set_name, method), method)
     images, labels = set_tensors(db, summary.id)
     if len(labels) < 2:
         raise UserError(
@@ -484,7 +467,7 @@ def show(
     if top <= 0:
         raise UserError(f"--top must be positive, got {top}")
     db = common.open_database(create=False)
-    summary = find_set(db, _set_name(db, set_name, method), method)
+    summary = find_set(db, common.default_set_name(db, set_name, method), method)
     if image is None:
         runs = list_runs(db, summary.id, complete_only=False)
         rows = [_run_json(r) for r in runs]

@@ -15,7 +15,7 @@ from ddsem.cli import common
 from ddsem.errors import UserError
 
 if TYPE_CHECKING:
-    from ddsem.db import Database
+    pass
 
 METHOD_HELP = "The newest distilled set of this method (bptt, dm, gm, tm, ...)."
 SET_HELP = "The distilled set by name (instead of --method)."
@@ -28,23 +28,6 @@ def register(app: typer.Typer) -> None:
     app.command("rank")(rank)
     app.command("query")(query)
     app.command("report")(report)
-
-
-def _set_name(db: Database, set_name: str | None, method: str | None) -> str | None:
-    """The set to use: as named, else by method, else the only set in the database."""
-    if set_name or method:
-        return set_name
-    from ddsem.db.sets import list_sets
-
-    sets = list_sets(db)
-    if len(sets) == 1:
-        return sets[0].name
-    if not sets:
-        raise UserError(
-            "no distilled set yet: `ddsem distill --method bptt` or `ddsem sets import FILE`"
-        )
-    names = ", ".join(f"{s.name} ({s.method})" for s in sets)
-    raise UserError(f"several distilled sets: choose one with --method or --set ({names})")
 
 
 def rank(
@@ -79,7 +62,7 @@ def rank(
     inputs = load_inputs(
         db,
         method=method,
-        set_name=_set_name(db, set_name, method),
+        set_name=common.default_set_name(db, set_name, method),
         seed=seed,
         mean_over_seeds=mean_over_seeds,
     )
@@ -209,7 +192,7 @@ def query(
         db,
         text,
         method=method,
-        set_name=_set_name(db, set_name, method),
+        set_name=common.default_set_name(db, set_name, method),
         seed=seed,
         mean_over_seeds=mean_over_seeds,
         top=top,
@@ -300,7 +283,7 @@ def report(
     inputs = load_inputs(
         db,
         method=method,
-        set_name=_set_name(db, set_name, method),
+        set_name=common.default_set_name(db, set_name, method),
         seed=seed,
         mean_over_seeds=mean_over_seeds,
     )

@@ -9,7 +9,8 @@ from ddsem.config import ModelConfig
 from ddsem.errors import UserError
 
 
-def _norm(kind: str, channels: int) -> nn.Module:
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """instancenorm | batchnorm | none, as the dataset-distillation code bases name them."""
     if kind == "instancenorm":
         # The reference code's "instancenorm": per-sample statistics, no coupling across a batch.
         return nn.GroupNorm(channels, channels, affine=True)
@@ -32,7 +33,7 @@ class ConvNet(nn.Module):
         for _ in range(cfg.depth):
             layers += [
                 nn.Conv2d(channels, cfg.width, kernel_size=3, padding=1),
-                _norm(cfg.norm, cfg.width),
+                norm_layer(cfg.norm, cfg.width),
                 nn.ReLU(inplace=False),
                 nn.AvgPool2d(2) if cfg.pooling == "avg" else nn.MaxPool2d(2),
             ]

@@ -18,20 +18,11 @@ from torch import nn
 
 from ddsem.config import ModelConfig
 from ddsem.errors import UserError
+from ddsem.models.convnet import norm_layer
 
 
 def _scaled(channels: int, cfg: ModelConfig) -> int:
     return max(1, round(channels * cfg.width / 128))
-
-
-def _norm(kind: str, channels: int) -> nn.Module:
-    if kind == "instancenorm":
-        return nn.GroupNorm(channels, channels, affine=True)
-    if kind == "batchnorm":
-        return nn.BatchNorm2d(channels)
-    if kind == "none":
-        return nn.Identity()
-    raise UserError(f"unknown norm {kind!r}: use instancenorm, batchnorm or none")
 
 
 def _check_input(cfg: ModelConfig, name: str) -> None:
@@ -52,21 +43,21 @@ class AlexNet(nn.Module):
         c1, c2, c3, c4, c5 = (_scaled(c, cfg) for c in (128, 192, 256, 192, 192))
         self.features = nn.Sequential(
             nn.Conv2d(cfg.channels, c1, kernel_size=5, stride=1, padding=2),
-            _norm(cfg.norm, c1),
+            norm_layer(cfg.norm, c1),
             nn.ReLU(),
             nn.MaxPool2d(kernel_size=2, stride=2),
             nn.Conv2d(c1, c2, kernel_size=5, padding=2),
-            _norm(cfg.norm, c2),
+            norm_layer(cfg.norm, c2),
             nn.ReLU(),
             nn.MaxPool2d(kernel_size=2, stride=2),
             nn.Conv2d(c2, c3, kernel_size=3, padding=1),
-            _norm(cfg.norm, c3),
+            norm_layer(cfg.norm, c3),
             nn.ReLU(),
             nn.Conv2d(c3, c4, kernel_size=3, padding=1),
-            _norm(cfg.norm, c4),
+            norm_layer(cfg.norm, c4),
             nn.ReLU(),
             nn.Conv2d(c4, c5, kernel_size=3, padding=1),
-            _norm(cfg.norm, c5),
+            norm_layer(cfg.norm, c5),
             nn.ReLU(),
             nn.MaxPool2d(kernel_size=2, stride=2),
         )
@@ -111,7 +102,7 @@ class VGG11(nn.Module):
             out = _scaled(int(item), cfg)
             layers += [
                 nn.Conv2d(channels, out, kernel_size=3, padding=1),
-                _norm(cfg.norm, out),
+                norm_layer(cfg.norm, out),
                 nn.ReLU(),
             ]
             channels = out
@@ -129,13 +120,13 @@ class BasicBlock(nn.Module):
     def __init__(self, in_planes: int, planes: int, stride: int, norm: str) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = _norm(norm, planes)
+        self.bn1 = norm_layer(norm, planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.bn2 = _norm(norm, planes)
+        self.bn2 = norm_layer(norm, planes)
         self.shortcut: nn.Module = nn.Sequential()
         if stride != 1 or in_planes != planes:
             self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), _norm(norm, planes)
+                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), norm_layer(norm, planes)
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -153,7 +144,7 @@ class ResNet18(nn.Module):
         _check_input(cfg, "ResNet18")
         base = _scaled(64, cfg)
         self.conv1 = nn.Conv2d(cfg.channels, base, 3, stride=1, padding=1, bias=False)
-        self.bn1 = _norm(cfg.norm, base)
+        self.bn1 = norm_layer(cfg.norm, base)
         stages: list[nn.Module] = []
         in_planes = base
         for multiplier, stride in ((1, 1), (2, 2), (4, 2), (8, 2)):
