@@ -3,15 +3,15 @@
 Same model (a seeded ConvNet, optionally trained a few steps), same data, same number of probes:
 
 - trace, one batch (a distilled set's size): both build the gradient's graph once and
-  differentiate through it again per product; PyHessian one probe at a time, ddsem ``--block``
-  probes per vmapped pass (torch.func: ``vmap`` over the ``vjp`` of ``grad``);
+  differentiate through it again per probe (ddsem: torch.func ``vjp`` of ``grad``);
 - trace, several batches (the real subsample's size): PyHessian's dataloader mode rebuilds each
-  batch's graph per probe, ddsem per block of probes;
+  batch's graph for every probe, ddsem once per block of ``--block`` probes;
 - Lanczos density: ``--lanczos-steps`` steps, one run, full reorthogonalisation in both.
 
-``--forward-over-reverse`` adds ddsem's operator with ``jvp`` of ``grad`` products (the usual
-torch.func recipe, which recomputes the forward and backward pass on every call): the measured
-reason ddsem differentiates the gradient in reverse mode instead.
+ddsem runs its device's default path (CPU: a loop over the block's probes). ``--alternatives``
+adds what ddsem measured and rejected for the CPU: its "batched" path (``vmap`` over the block,
+the CUDA default) and forward-over-reverse products (``jvp`` of ``grad`` under ``vmap``, which
+redoes the forward and backward pass on every call).
 
 Values: the Hessian-vector products of both on the same probe vectors (should agree to float
 precision), and the two independent trace estimates in units of their combined standard error.
@@ -24,8 +24,8 @@ at once when the running trace is negative (no abs in the denominator); passing
 ``tol=-inf`` disables its stopping rule so it runs exactly ``maxIter`` probes (ddsem's estimator
 is likewise run with its stopping rule off, at the same probe count).
 
-Times are medians of ``--repeats`` interleaved runs, wall-clock and process CPU time (the
-latter is steadier on a shared machine).
+Times are the minimum over ``--repeats`` interleaved runs, wall-clock and process CPU time:
+other processes on a shared machine only ever add time, so the minimum is the steadiest.
 
     .venv/bin/python benchmarks/curvature.py                       # about a minute on 2 cores
     .venv/bin/python benchmarks/curvature.py --width 128 --real-images 2000 --probes 100
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import time
 import warnings
 
@@ -96,9 +95,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--forward-over-reverse",
+        "--alternatives",
         action="store_true",
-        help="also time ddsem's operator with jvp-of-grad products (the alternative it rejected)",
+        help="also time ddsem's batched path and jvp-of-grad products (the CPU's rejected options)",
     )
     args = p.parse_args()
 
@@ -143,12 +142,12 @@ def main() -> None:
         m.load_state_dict(state)
         return m.eval()
 
-    def ours_op(images, labels, chunk, kind=HessianOperator):
-        return kind(build_model(cfg), state, images, labels, chunk_size=chunk)
+    def ours_op(images, labels, chunk, kind=HessianOperator, path="auto"):
+        return kind(build_model(cfg), state, images, labels, chunk_size=chunk, path=path)
 
-    def ours_trace(images, labels, chunk, seed, kind=HessianOperator):
+    def ours_trace(images, labels, chunk, seed, kind=HessianOperator, path="auto"):
         return hutchinson_trace(
-            ours_op(images, labels, chunk, kind),
+            ours_op(images, labels, chunk, kind, path),
             max_probes=args.probes,
             rel_err=0.0,  # never stop early: exactly --probes probes, as PyHessian below
             min_probes=args.probes,
@@ -161,9 +160,12 @@ def main() -> None:
         h = PyHessian(fresh_model(), criterion, data=data, dataloader=dataloader, cuda=False)
         return np.asarray(h.trace(maxIter=args.probes, tol=-math.inf))
 
-    def ours_density(kind=HessianOperator):
+    def ours_density(kind=HessianOperator, path="auto"):
         return lanczos(
-            ours_op(*small, args.images, kind), args.lanczos_steps, runs=1, generator=generator(1)
+            ours_op(*small, args.images, kind, path),
+            args.lanczos_steps,
+            runs=1,
+            generator=generator(1),
         )
 
     def pyh_density():
@@ -200,21 +202,25 @@ def main() -> None:
         f"trace, one batch of {args.images}": {
             "ddsem": lambda: ours_trace(*small, args.images, 1),
             "pyhessian": lambda: pyh_trace(data=small),
+            "ddsem-batched": lambda: ours_trace(*small, args.images, 1, path="batched"),
             "jvp-of-grad": lambda: ours_trace(*small, args.images, 1, fwd),
         },
         f"trace, {len(batches)} batches of {args.batch}": {
             "ddsem": lambda: ours_trace(*large, args.batch, 2),
             "pyhessian": lambda: pyh_trace(dataloader=batches),
+            "ddsem-batched": lambda: ours_trace(*large, args.batch, 2, path="batched"),
             "jvp-of-grad": lambda: ours_trace(*large, args.batch, 2, fwd),
         },
         f"density, {args.lanczos_steps} Lanczos steps": {
             "ddsem": ours_density,
             "pyhessian": pyh_density,
+            "ddsem-batched": lambda: ours_density(path="batched"),
             "jvp-of-grad": lambda: ours_density(fwd),
         },
     }
     for name, contenders in cases.items():
-        if not args.forward_over_reverse:
+        if not args.alternatives:
+            contenders.pop("ddsem-batched")
             contenders.pop("jvp-of-grad")
         times: dict[str, list[tuple[float, float]]] = {who: [] for who in contenders}
         results = {}
@@ -222,13 +228,10 @@ def main() -> None:
             for who, fn in contenders.items():
                 results[who], wall, cpu = _timed(fn)
                 times[who].append((wall, cpu))
-        med = {
-            who: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t))
-            for who, t in times.items()
-        }
+        med = {who: (min(w for w, _ in t), min(c for _, c in t)) for who, t in times.items()}
         print(f"\n{name}")
         for who in contenders:
-            print(f"  {who:11s}  wall {med[who][0]:7.2f} s   cpu {med[who][1]:7.2f} s")
+            print(f"  {who:13s}  wall {med[who][0]:7.2f} s   cpu {med[who][1]:7.2f} s")
         for who in contenders:
             if who != "pyhessian":
                 print(

@@ -58,9 +58,11 @@ def tiny():
     return {"model": model, "state": state, "x": x, "y": y, "H": hessian}
 
 
-def _op(tiny, chunk_size=12):
+def _op(tiny, chunk_size=12, path="batched"):
+    """The tiny model's operator; "batched" by default: for a model this small the per-vector
+    overhead of the CPU's loop path dominates (both paths are checked against H below)."""
     return HessianOperator(
-        tiny["model"], tiny["state"], tiny["x"], tiny["y"], chunk_size=chunk_size
+        tiny["model"], tiny["state"], tiny["x"], tiny["y"], chunk_size=chunk_size, path=path
     )
 
 
@@ -69,8 +71,8 @@ def test_hessian_vector_products_match_the_full_hessian(tiny):
     assert torch.allclose(H, H.T, atol=1e-12)
     vectors = torch.randn(4, H.shape[0], generator=torch.Generator().manual_seed(1), dtype=H.dtype)
     expected = vectors @ H
-    for chunk in (12, 5):  # one cached graph; three weighted chunks
-        op = _op(tiny, chunk)
+    for chunk, path in ((12, "loop"), (5, "loop"), (12, "batched"), (5, "batched")):
+        op = _op(tiny, chunk, path)  # one cached graph or three weighted chunks; both paths
         assert op.dim == H.shape[0] == 192
         assert torch.allclose(op(vectors), expected, rtol=1e-9, atol=1e-11)
         assert torch.allclose(op(vectors), expected, rtol=1e-9, atol=1e-11)  # reused graph

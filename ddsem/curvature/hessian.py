@@ -5,13 +5,16 @@ H is the Hessian of the mean cross-entropy over the source's images with respect
 model's parameters, flattened into one vector (``named_parameters`` order).
 
 A product is torch.func's ``vjp`` of ``grad`` (reverse-over-reverse; H is symmetric, so
-v^T H = (H v)^T) under ``vmap`` over the B vectors: the gradient's graph is built once and the
-B products are differentiated through it together. Forward-over-reverse (``jvp`` of ``grad``)
-computes the same thing but redoes the forward and backward pass on every call; on the CPU it
-measured 1.4-2.3x slower for traces and 2.9x slower for Lanczos, which sends one vector at a
-time (``benchmarks/curvature.py --forward-over-reverse``). Images are taken ``chunk_size`` at a
-time (memory only: the chunks' products are weighted to the mean over all images); a source
-that fits in one chunk keeps its graph for every later product.
+v^T H = (H v)^T): the gradient's graph is built once per chunk of images and every vector of
+the block is differentiated through it; a source that fits in one chunk keeps its graph for all
+later calls (Hutchinson blocks, Lanczos steps). Images are taken ``chunk_size`` at a time
+(memory only: the chunks' products are weighted to the mean over all images).
+
+Two paths compute the same products, chosen by device as the training engine does: "batched"
+(``vmap`` over the block: one launch per block, for CUDA) and "loop" (one vector after another,
+for the CPU, where batched elementwise ops measured 1.5-2x slower than the loop).
+Forward-over-reverse (``jvp`` of ``grad``) was measured too: it redoes the forward and backward
+pass on every call and was slower on both paths (``benchmarks/curvature.py``).
 
 The model is evaluated in eval mode with its buffers fixed (as PyHessian does): for the
 dataset-distillation ConvNet (instance norm) this is the training loss itself.
@@ -41,12 +44,18 @@ class HessianOperator:
         *,
         chunk_size: int = 256,
         device: torch.device | str = "cpu",
+        path: str = "auto",
     ) -> None:
+        if path not in ("auto", "loop", "batched"):
+            raise ValueError(f"unknown path {path!r}: use auto, loop or batched")
         if images.shape[0] == 0:
             raise ValueError("the Hessian of an empty data source is undefined")
         if chunk_size < 1:
             raise ValueError("chunk_size must be positive")
         self.device = torch.device(device)
+        self.path = (
+            ("batched" if self.device.type == "cuda" else "loop") if path == "auto" else path
+        )
         self.module = model.to(self.device).eval()
         self.names = [n for n, _ in self.module.named_parameters()]
         self.shapes = [tuple(state[n].shape) for n in self.names]
@@ -87,8 +96,12 @@ class HessianOperator:
         block = block.to(device=self.device, dtype=self.dtype)
         out = torch.zeros_like(block)
         for index, weight in enumerate(self.chunk_weights):
-            (products,) = vmap(self._gradient_vjp(index))(block)
-            out += weight * products
+            product = self._gradient_vjp(index)
+            if self.path == "batched":
+                out += weight * vmap(product)(block)[0]
+            else:
+                for row, v in enumerate(block):
+                    out[row] += weight * product(v)[0]
         return out[0] if single else out
 
     def _gradient_vjp(self, index: int):
