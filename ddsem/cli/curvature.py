@@ -504,7 +504,13 @@ def landscape(
     rows = []
     for point, (x, y) in record["points"].items():
         losses = [record["point_losses"][src][point] for src in record["sources"]]
-        rows.append([point, f"({x:.3f}, {y:.3f})", *[f"{v:.4f}" for v in losses]])
+        rows.append(
+            [
+                point,
+                f"({round(x, 3) + 0.0:.3f}, {round(y, 3) + 0.0:.3f})",
+                *[f"{v:.4f}" for v in losses],
+            ]
+        )
     common.table(
         "loss at the three weight vectors",
         ["weights", "plane (x, y)", *[f"{s} loss" for s in record["sources"]]],
