@@ -137,7 +137,7 @@ TM_TABLE: dict[int, dict[str, float]] = {
     1: {"syn_steps": 50, "expert_epochs": 2, "max_start_epoch": 2, "lr_img": 1000.0,
         "lr_lr": 1e-7, "lr_syn_init": 0.01},
     10: {"syn_steps": 30, "expert_epochs": 2, "max_start_epoch": 20, "lr_img": 1000.0,
-         "lr_lr": 1e-5, "lr_syn_init": 0.001},
+         "lr_lr": 1e-5, "lr_syn_init": 0.01},  # MTT README's ipc-10 command: --lr_teacher=0.01
     50: {"syn_steps": 30, "expert_epochs": 2, "max_start_epoch": 40, "lr_img": 1000.0,
          "lr_lr": 1e-5, "lr_syn_init": 0.001},
 }  # fmt: skip
