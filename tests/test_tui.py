@@ -691,6 +691,10 @@ def _snapshot(snap_compare, db, keys: list[str]) -> bool:
         for key in keys:
             await pilot.press(key)
             await settle(pilot)
+        # DataTable sizes its header on an idle event after rows arrive: give idle time to
+        # every widget, or the header can be drawn at its pre-data widths.
+        for _ in range(3):
+            await pilot.pause(0.1)
 
     return snap_compare(make_app(db), terminal_size=SIZE, run_before=run_before)
 

@@ -342,7 +342,9 @@ class DetailScreen(DataScreen):
 
     def on_mount(self) -> None:
         self.title = f"set {self.overview.name} \u00b7 image #{self.index}"
-        self.query_one("#scores", RowTable).add_columns(*vm.SCORE_COLUMNS)
+        scores = self.query_one("#scores", RowTable)
+        for label, width in vm.SCORE_COLUMNS:
+            scores.add_column(label, width=width)
         for selector in ("#scores-hint", "#curve-hint", "#influenced-hint"):
             self.hint(selector, "")
         self.load()

@@ -101,7 +101,9 @@ def set_row(overview: SetOverview) -> tuple[str, ...]:
 
 # -- the attribute table -------------------------------------------------------------------------
 
-SCORE_COLUMNS = ("#", "attribute", "AP", "lift", "pos.")
+# Fixed widths: an auto-sized DataTable header is resized on a later idle event, which made the
+# first paint depend on timing. Longer attribute names are cropped.
+SCORE_COLUMNS = (("#", 3), ("attribute", 18), ("AP", 5), ("lift", 7), ("pos.", 4))
 
 
 def score_row(rank: int, score: ScoreView) -> tuple[str, ...]:
