@@ -2,19 +2,27 @@
 
 Same model (a seeded ConvNet, optionally trained a few steps), same data, same number of probes:
 
-- trace, one batch (a distilled set's size): both build the gradient's graph once and
-  differentiate through it again per probe (ddsem: torch.func ``vjp`` of ``grad``);
-- trace, several batches (the real subsample's size): PyHessian's dataloader mode rebuilds each
-  batch's graph for every probe, ddsem once per block of ``--block`` probes;
-- Lanczos density: ``--lanczos-steps`` steps, one run, full reorthogonalisation in both.
+- trace, one batch (a distilled set's size) and several batches (the real subsample's size):
+  ddsem computes each probe's v^T H v by second-order Taylor mode through the ConvNet
+  (``ddsem/curvature/taylor.py``: one primal pass per block of probes, four convolutions per
+  layer and probe, channels-last); PyHessian computes H v by double backward and takes v . H v
+  (one batch: the gradient's graph built once; several batches: its dataloader mode rebuilds
+  each batch's graph for every probe);
+- Lanczos density: ``--lanczos-steps`` steps, one run, full reorthogonalisation in both; this
+  needs H v itself, so ddsem uses Hessian-vector products here too (torch.func ``vjp`` of
+  ``grad``, the graph built once).
 
-ddsem runs its device's default path (CPU: a loop over the block's probes). ``--alternatives``
-adds what ddsem measured and rejected for the CPU: its "batched" path (``vmap`` over the block,
-the CUDA default) and forward-over-reverse products (``jvp`` of ``grad`` under ``vmap``, which
-redoes the forward and backward pass on every call).
+"pyhessian-cl" is PyHessian with the model and data in channels-last layout, to show how much of
+the difference is the memory layout alone. ``--alternatives`` adds what ddsem measured and did
+not choose for the CPU: the trace from its own Hessian-vector products ("ddsem-products": the
+path every non-ConvNet model takes), the products under ``vmap`` over the block
+("ddsem-batched", the CUDA default for products) and forward-over-reverse products
+("jvp-of-grad": ``jvp`` of ``grad`` under ``vmap``, which redoes the forward and backward pass
+on every call).
 
-Values: the Hessian-vector products of both on the same probe vectors (should agree to float
-precision), and the two independent trace estimates in units of their combined standard error.
+Values: ddsem's v^T H v and PyHessian's v . (H v) on the same probe vectors (should agree to
+float precision), and the two independent trace estimates in units of their combined standard
+error.
 
 PyHessian is not a ddsem dependency: ``pip install pyhessian`` into the venv for this script.
 Its 0.1 release needs two work-arounds, applied here only: (1) ``density`` calls ``torch.eig``,
@@ -27,8 +35,9 @@ is likewise run with its stopping rule off, at the same probe count).
 Times are the minimum over ``--repeats`` interleaved runs, wall-clock and process CPU time:
 other processes on a shared machine only ever add time, so the minimum is the steadiest.
 
-    .venv/bin/python benchmarks/curvature.py                       # about a minute on 2 cores
-    .venv/bin/python benchmarks/curvature.py --width 128 --real-images 2000 --probes 100
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/curvature.py          # about a minute
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/curvature.py --width 128 --probes 10 \
+        --lanczos-steps 5 --repeats 1                                     # the paper's width
 """
 
 from __future__ import annotations
@@ -137,17 +146,27 @@ def main() -> None:
         f"{args.probes} probes, ddsem block {args.block}; torch threads {torch.get_num_threads()}"
     )
 
-    def fresh_model():
+    def fresh_model(channels_last=False):
         m = build_model(cfg)
         m.load_state_dict(state)
+        if channels_last:
+            m = m.to(memory_format=torch.channels_last)
         return m.eval()
 
-    def ours_op(images, labels, chunk, kind=HessianOperator, path="auto"):
-        return kind(build_model(cfg), state, images, labels, chunk_size=chunk, path=path)
+    def layout(data, channels_last):
+        if not channels_last:
+            return data
+        return data[0].contiguous(memory_format=torch.channels_last), data[1]
 
-    def ours_trace(images, labels, chunk, seed, kind=HessianOperator, path="auto"):
+    def ours_op(images, labels, chunk, kind=HessianOperator, path="auto", taylor=True):
+        op = kind(build_model(cfg), state, images, labels, chunk_size=chunk, path=path)
+        if not taylor:
+            op.taylor_layers = None  # the trace from Hessian-vector products
+        return op
+
+    def ours_trace(images, labels, chunk, seed, kind=HessianOperator, path="auto", taylor=True):
         return hutchinson_trace(
-            ours_op(images, labels, chunk, kind, path),
+            ours_op(images, labels, chunk, kind, path, taylor),
             max_probes=args.probes,
             rel_err=0.0,  # never stop early: exactly --probes probes, as PyHessian below
             min_probes=args.probes,
@@ -155,9 +174,14 @@ def main() -> None:
             generator=generator(seed),
         )
 
-    def pyh_trace(data=None, dataloader=None):
+    def pyh_trace(data=None, dataloader=None, channels_last=False):
         torch.manual_seed(args.seed)
-        h = PyHessian(fresh_model(), criterion, data=data, dataloader=dataloader, cuda=False)
+        if data is not None:
+            data = layout(data, channels_last)
+        if dataloader is not None:
+            dataloader = [layout(batch, channels_last) for batch in dataloader]
+        model = fresh_model(channels_last)
+        h = PyHessian(model, criterion, data=data, dataloader=dataloader, cuda=False)
         return np.asarray(h.trace(maxIter=args.probes, tol=-math.inf))
 
     def ours_density(kind=HessianOperator, path="auto"):
@@ -168,14 +192,17 @@ def main() -> None:
             generator=generator(1),
         )
 
-    def pyh_density():
+    def pyh_density(channels_last=False):
         torch.manual_seed(args.seed)
-        h = PyHessian(fresh_model(), criterion, data=small, cuda=False)
+        model = fresh_model(channels_last)
+        h = PyHessian(model, criterion, data=layout(small, channels_last), cuda=False)
         return h.density(iter=args.lanczos_steps, n_v=1)
 
-    # values: Hessian-vector products on identical vectors
+    # values: Hessian-vector products and v^T H v on identical vectors
     vectors = torch.randint(0, 2, (3, dim), generator=g).float() * 2 - 1
-    ours_hv = ours_op(*small, args.images)(vectors)
+    ours_op_small = ours_op(*small, args.images)
+    ours_hv = ours_op_small(vectors)
+    ours_quadratic = ours_op_small.quadratic_forms(vectors)
     ref = PyHessian(fresh_model(), criterion, data=small, cuda=False)
     shapes = [q.shape for q in ref.params]
     sizes = [q.numel() for q in ref.params]
@@ -194,34 +221,49 @@ def main() -> None:
             for v in vectors
         ]
     )
+    pyh_quadratic = (pyh_hv * vectors).sum(dim=1)
     hv_err = float((ours_hv - pyh_hv).norm() / pyh_hv.norm())
+    quadratic_err = float(((ours_quadratic - pyh_quadratic).abs() / pyh_quadratic.abs()).max())
     print(f"Hessian-vector products on the same 3 vectors: relative difference {hv_err:.2e}")
+    print(
+        f"v^T H v on the same 3 vectors (ddsem: Taylor mode; pyhessian: v . Hv): "
+        f"largest relative difference {quadratic_err:.2e}"
+    )
 
     fwd = _forward_over_reverse_operator()
     cases = {
         f"trace, one batch of {args.images}": {
             "ddsem": lambda: ours_trace(*small, args.images, 1),
             "pyhessian": lambda: pyh_trace(data=small),
-            "ddsem-batched": lambda: ours_trace(*small, args.images, 1, path="batched"),
-            "jvp-of-grad": lambda: ours_trace(*small, args.images, 1, fwd),
+            "pyhessian-cl": lambda: pyh_trace(data=small, channels_last=True),
+            "ddsem-products": lambda: ours_trace(*small, args.images, 1, taylor=False),
+            "ddsem-batched": lambda: ours_trace(
+                *small, args.images, 1, path="batched", taylor=False
+            ),
+            "jvp-of-grad": lambda: ours_trace(*small, args.images, 1, fwd, taylor=False),
         },
         f"trace, {len(batches)} batches of {args.batch}": {
             "ddsem": lambda: ours_trace(*large, args.batch, 2),
             "pyhessian": lambda: pyh_trace(dataloader=batches),
-            "ddsem-batched": lambda: ours_trace(*large, args.batch, 2, path="batched"),
-            "jvp-of-grad": lambda: ours_trace(*large, args.batch, 2, fwd),
+            "pyhessian-cl": lambda: pyh_trace(dataloader=batches, channels_last=True),
+            "ddsem-products": lambda: ours_trace(*large, args.batch, 2, taylor=False),
+            "ddsem-batched": lambda: ours_trace(
+                *large, args.batch, 2, path="batched", taylor=False
+            ),
+            "jvp-of-grad": lambda: ours_trace(*large, args.batch, 2, fwd, taylor=False),
         },
         f"density, {args.lanczos_steps} Lanczos steps": {
             "ddsem": ours_density,
             "pyhessian": pyh_density,
+            "pyhessian-cl": lambda: pyh_density(channels_last=True),
             "ddsem-batched": lambda: ours_density(path="batched"),
             "jvp-of-grad": lambda: ours_density(fwd),
         },
     }
     for name, contenders in cases.items():
         if not args.alternatives:
-            contenders.pop("ddsem-batched")
-            contenders.pop("jvp-of-grad")
+            for alternative in ("ddsem-products", "ddsem-batched", "jvp-of-grad"):
+                contenders.pop(alternative, None)
         times: dict[str, list[tuple[float, float]]] = {who: [] for who in contenders}
         results = {}
         for _ in range(args.repeats):
@@ -233,11 +275,13 @@ def main() -> None:
         for who in contenders:
             print(f"  {who:13s}  wall {med[who][0]:7.2f} s   cpu {med[who][1]:7.2f} s")
         for who in contenders:
-            if who != "pyhessian":
+            if who.startswith("pyhessian"):
+                continue
+            for reference in ("pyhessian", "pyhessian-cl"):
                 print(
-                    f"  ratio pyhessian / {who}: wall "
-                    f"{med['pyhessian'][0] / med[who][0]:.2f}x, "
-                    f"cpu {med['pyhessian'][1] / med[who][1]:.2f}x"
+                    f"  ratio {reference} / {who}: wall "
+                    f"{med[reference][0] / med[who][0]:.2f}x, "
+                    f"cpu {med[reference][1] / med[who][1]:.2f}x"
                 )
         if name.startswith("trace"):
             ours, theirs = results["ddsem"], results["pyhessian"]

@@ -230,7 +230,7 @@ class CurvatureConfig:
     probes: int = 100  # issue 8 (--probes 100); PyHessian's trace(maxIter=100)
     rel_err: float = 0.05  # issue 8: stop once the standard error is 5% of |trace|
     min_probes: int = 10  # ours: a standard error from fewer probes is too noisy to stop on
-    probe_block: int = 10  # ours: probes per vmapped pass (speed vs memory, same estimator)
+    probe_block: int = 10  # ours: probes sharing one primal pass (speed vs memory, same estimator)
     chunk_size: int = 256  # ours: images per pass (memory: ~45 MB an image, width 128, 10 probes)
     real_samples: int = 5000  # ours: the real source is a uniform random subsample (unbiased)
     lanczos_steps: int = 100  # issue 8 (--lanczos-steps 100); PyHessian's density(iter=100)

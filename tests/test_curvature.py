@@ -79,6 +79,61 @@ def test_hessian_vector_products_match_the_full_hessian(tiny):
         assert torch.allclose(op(vectors[0]), expected[0], rtol=1e-9, atol=1e-11)
 
 
+def _exact_hessian(model, state, x, y):
+    model = model.eval()
+    names = [n for n, _ in model.named_parameters()]
+    buffers = {n: state[n] for n, _ in model.named_buffers()}
+    flat = torch.cat([state[n].reshape(-1) for n in names])
+
+    def loss(theta):
+        parts = torch.split(theta, [state[n].numel() for n in names])
+        params = {n: p.view(state[n].shape) for n, p in zip(names, parts, strict=True)}
+        return F.cross_entropy(torch.func.functional_call(model, (params, buffers), (x,)), y)
+
+    return torch.func.hessian(loss)(flat)
+
+
+@pytest.mark.parametrize("norm", ["instancenorm", "batchnorm", "none"])
+@pytest.mark.parametrize("pooling", ["avg", "max"])
+def test_taylor_quadratic_forms_equal_the_full_hessians(tiny, norm, pooling):
+    """The trace's v'Hv by second-order Taylor mode (no Hessian-vector product) is v'Hv of the
+    exact Hessian, for every ConvNet variant, in one chunk or several."""
+    cfg = ModelConfig(width=2, depth=2, image_size=8, norm=norm, pooling=pooling)
+    model = build_model(cfg).double()
+    state = {k: v.double() for k, v in init_state(cfg, SADDLE_SEED).items()}
+    g = torch.Generator().manual_seed(2)
+    for name in state:  # non-trivial running statistics for eval-mode batch norm
+        if name.endswith("running_mean"):
+            state[name] = 0.3 * torch.randn(state[name].shape, generator=g, dtype=torch.float64)
+        elif name.endswith("running_var"):
+            state[name] = 0.5 + torch.rand(state[name].shape, generator=g, dtype=torch.float64)
+    H = _exact_hessian(model, state, tiny["x"], tiny["y"])
+    vectors = torch.randn(5, H.shape[0], generator=g, dtype=torch.float64)
+    expected = ((vectors @ H) * vectors).sum(dim=1)
+    for chunk in (12, 5):
+        op = HessianOperator(model, state, tiny["x"], tiny["y"], chunk_size=chunk)
+        assert op.taylor_layers is not None  # the Taylor path, not products
+        got = op.quadratic_forms(vectors)
+        assert torch.allclose(got, expected, rtol=1e-10, atol=1e-12)
+        assert torch.allclose(op.quadratic_forms(vectors), got, rtol=0, atol=0)  # cached primal
+
+
+def test_other_models_get_their_quadratic_forms_from_products(tiny):
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 2, 3, padding=1),
+        torch.nn.Tanh(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(2 * 8 * 8, 10),
+    ).double()
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    op = HessianOperator(model, state, tiny["x"], tiny["y"])
+    assert op.taylor_layers is None
+    H = _exact_hessian(model, state, tiny["x"], tiny["y"])
+    vectors = torch.randn(3, H.shape[0], generator=torch.Generator().manual_seed(3), dtype=H.dtype)
+    expected = ((vectors @ H) * vectors).sum(dim=1)
+    assert torch.allclose(op.quadratic_forms(vectors), expected, rtol=1e-9, atol=1e-11)
+
+
 def test_hutchinson_matches_the_exact_trace_within_its_reported_error(tiny):
     H = tiny["H"]
     exact = float(H.trace())

@@ -122,7 +122,9 @@ def curvature(
         CURVATURE.lanczos_runs, "--lanczos-runs", help="Independent SLQ runs averaged."
     ),
     probe_block: int = typer.Option(
-        CURVATURE.probe_block, "--probe-block", help="Probes per vmapped pass."
+        CURVATURE.probe_block,
+        "--probe-block",
+        help="Probes per pass (they share one forward pass).",
     ),
     chunk_size: int = typer.Option(
         CURVATURE.chunk_size,

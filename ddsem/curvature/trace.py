@@ -32,6 +32,8 @@ class Operator(Protocol):
 
     def __call__(self, vectors: torch.Tensor) -> torch.Tensor: ...
 
+    def quadratic_forms(self, vectors: torch.Tensor) -> torch.Tensor: ...
+
 
 @dataclass(frozen=True)
 class TraceEstimate:
@@ -64,7 +66,7 @@ def hutchinson_trace(
     while len(samples) < max_probes:
         size = min(block, max_probes - len(samples))
         v = rademacher((size, op.dim), generator, op.dtype)
-        samples += (op(v) * v.to(op.dtype)).sum(dim=1).double().cpu().tolist()
+        samples += op.quadratic_forms(v).double().cpu().tolist()
         if len(samples) >= min_probes:
             mean, stderr = _mean_stderr(samples)
             if stderr <= rel_err * abs(mean):
