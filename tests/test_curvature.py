@@ -110,8 +110,8 @@ def test_taylor_quadratic_forms_equal_the_full_hessians(tiny, norm, pooling):
     H = _exact_hessian(model, state, tiny["x"], tiny["y"])
     vectors = torch.randn(5, H.shape[0], generator=g, dtype=torch.float64)
     expected = ((vectors @ H) * vectors).sum(dim=1)
-    for chunk in (12, 5):
-        op = HessianOperator(model, state, tiny["x"], tiny["y"], chunk_size=chunk)
+    for chunk, path in ((12, "loop"), (5, "loop"), (12, "batched"), (5, "batched")):
+        op = HessianOperator(model, state, tiny["x"], tiny["y"], chunk_size=chunk, path=path)
         assert op.taylor_layers is not None  # the Taylor path, not products
         got = op.quadratic_forms(vectors)
         assert torch.allclose(got, expected, rtol=1e-10, atol=1e-12)

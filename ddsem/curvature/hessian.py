@@ -115,23 +115,33 @@ class HessianOperator:
 
     def quadratic_forms(self, vectors: torch.Tensor) -> torch.Tensor:
         """v^T H v for each row of V (B, P): what Hutchinson's estimator needs. For the ConvNet
-        by second-order Taylor mode (``ddsem.curvature.taylor``, no Hessian-vector product);
-        for other models from the products, (H v) . v."""
+        by second-order Taylor mode (``ddsem.curvature.taylor``, no Hessian-vector product;
+        the block's probes under ``vmap`` on the "batched" path, one by one on "loop"); for
+        other models from the products, (H v) . v."""
         block = vectors.to(device=self.device, dtype=self.dtype)
         if block.ndim != 2 or block.shape[1] != self.dim:
             raise ValueError(f"vectors must have shape (B, {self.dim})")
         if self.taylor_layers is None:
             return (self(block) * block).sum(dim=1)
+        from torch.func import vmap
+
         params = self._unflatten(self.point)
         out = torch.zeros(block.shape[0], dtype=self.dtype, device=self.device)
         with torch.no_grad():
             for index, weight in enumerate(self.chunk_weights):
                 caches, logits = self._primal(index, params)
                 labels = self.chunks[index][1]
-                for row, v in enumerate(block):
-                    out[row] += weight * taylor.second_derivative(
+
+                def second_derivative(v, caches=caches, logits=logits, labels=labels):
+                    return taylor.second_derivative(
                         self.taylor_layers, params, caches, logits, labels, self._unflatten(v)
                     )
+
+                if self.path == "batched":
+                    out += weight * vmap(second_derivative)(block)
+                else:
+                    for row, v in enumerate(block):
+                        out[row] += weight * second_derivative(v)
         return out
 
     def _unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -7,8 +7,10 @@ four convolutions per layer and probe; a Hessian-vector product (reverse over re
 PyHessian computes) costs about six plus autograd's double-backward bookkeeping, and its
 instance-norm double backward is a long chain of full-size elementwise ops. The primal pass
 (activations, instance-norm statistics, ReLU masks) is computed once per block of probes and
-shared by all of them. Activations are kept channels-last: on the CPU that made convolutions
-and pooling about three times faster than the default layout (``benchmarks/curvature.py``).
+shared by all of them. The images are made channels-last once and every layer keeps that
+layout: on the 2-core CPU, single 3x3 convolutions and 2x2 poolings ran 3-5x faster than in the
+default layout, the whole pass about 1.1x. The functions are pure in the probe, so
+``HessianOperator`` can ``vmap`` them over a block of probes (its CUDA path).
 
 A jet is the pair (first, second) derivative of a layer's output along t; ``None`` is an exact
 zero (the images do not depend on the weights, so the first layer starts from (None, None)).
@@ -76,7 +78,7 @@ def primal(
     for prefix, layer in layers:
         if isinstance(layer, nn.Conv2d):
             caches.append(h)
-            h = F.conv2d(h, _weight(params, prefix), params[f"{prefix}.bias"], **_conv_args(layer))
+            h = F.conv2d(h, params[f"{prefix}.weight"], params[f"{prefix}.bias"], **_conv_args(layer))
         elif isinstance(layer, nn.GroupNorm):
             centred = h - _spatial_mean(h)
             variance = _spatial_mean(centred * centred) + layer.eps
@@ -141,10 +143,6 @@ def second_derivative(
     return per_image.mean()
 
 
-def _weight(params: dict[str, Tensor], prefix: str) -> Tensor:
-    return params[f"{prefix}.weight"].contiguous(memory_format=_CHANNELS_LAST)
-
-
 def _conv_args(layer: nn.Conv2d) -> dict[str, Any]:
     return {
         "stride": layer.stride,
@@ -176,8 +174,8 @@ def _conv(layer, prefix, params, tangent, x0, jet) -> Jet:
     def conv(x, w, b=None):
         return F.conv2d(x, w, b, **_conv_args(layer))
 
-    dw = tangent[f"{prefix}.weight"].contiguous(memory_format=_CHANNELS_LAST)
-    return _affine_jet(conv, x0, jet, _weight(params, prefix), dw, tangent[f"{prefix}.bias"])
+    weight, dw = params[f"{prefix}.weight"], tangent[f"{prefix}.weight"]
+    return _affine_jet(conv, x0, jet, weight, dw, tangent[f"{prefix}.bias"])
 
 
 def _linear(layer, prefix, params, tangent, x0, jet) -> Jet:
@@ -210,13 +208,14 @@ def _instance_norm(layer, prefix, params, tangent, cache, jet) -> Jet:
     b = 3 * a * a - half_var2 / variance
     k = alpha * a + d_gamma * inv_std
     m = alpha * b + 2 * d_gamma * inv_std * a
-    out1 = torch.addcmul(d_beta - alpha * mean1, alpha, h1).addcmul_(k, centred)
+    # out-of-place addcmul throughout: vmap has no batching rule for addcmul_
+    out1 = torch.addcmul(torch.addcmul(d_beta - alpha * mean1, alpha, h1), k, centred)
     constant2 = -2 * k * mean1
     if h2 is not None:
         constant2 = constant2 - alpha * mean2
-    out2 = torch.addcmul(constant2, 2 * k, h1).addcmul_(m, centred)
+    out2 = torch.addcmul(torch.addcmul(constant2, 2 * k, h1), m, centred)
     if h2 is not None:
-        out2.addcmul_(alpha, h2)
+        out2 = torch.addcmul(out2, alpha, h2)
     return out1, out2
 
 
@@ -230,10 +229,10 @@ def _batch_norm(layer, prefix, params, tangent, cache, jet) -> Jet:
     out1 = torch.addcmul(_per_channel(tangent[f"{prefix}.bias"]), d_gamma, normalised)
     if h1 is None:
         return out1, None
-    out1.addcmul_(scale, h1)
+    out1 = torch.addcmul(out1, scale, h1)
     out2 = h1 * (2 * d_gamma * _per_channel(inv_std))
     if h2 is not None:
-        out2.addcmul_(scale, h2)
+        out2 = torch.addcmul(out2, scale, h2)
     return out1, out2
 
 
