@@ -78,7 +78,9 @@ def primal(
     for prefix, layer in layers:
         if isinstance(layer, nn.Conv2d):
             caches.append(h)
-            h = F.conv2d(h, params[f"{prefix}.weight"], params[f"{prefix}.bias"], **_conv_args(layer))
+            h = F.conv2d(
+                h, params[f"{prefix}.weight"], params[f"{prefix}.bias"], **_conv_args(layer)
+            )
         elif isinstance(layer, nn.GroupNorm):
             centred = h - _spatial_mean(h)
             variance = _spatial_mean(centred * centred) + layer.eps
