@@ -15,10 +15,10 @@ Same model (a seeded ConvNet, optionally trained a few steps), same data, same n
 "pyhessian-cl" is PyHessian with the model and data in channels-last layout, to show how much of
 the difference is the memory layout alone. ``--alternatives`` adds what ddsem measured and did
 not choose for the CPU: the trace from its own Hessian-vector products ("ddsem-products": the
-path every non-ConvNet model takes), the products under ``vmap`` over the block
-("ddsem-batched", the CUDA default for products) and forward-over-reverse products
-("jvp-of-grad": ``jvp`` of ``grad`` under ``vmap``, which redoes the forward and backward pass
-on every call).
+path every non-ConvNet model takes), its CUDA default ("ddsem-batched": the block of probes
+under ``vmap``, Taylor mode for the trace, products for the density) and forward-over-reverse
+products ("jvp-of-grad": ``jvp`` of ``grad`` under ``vmap``, which redoes the forward and
+backward pass on every call).
 
 Values: ddsem's v^T H v and PyHessian's v . (H v) on the same probe vectors (should agree to
 float precision), and the two independent trace estimates in units of their combined standard
@@ -237,9 +237,7 @@ def main() -> None:
             "pyhessian": lambda: pyh_trace(data=small),
             "pyhessian-cl": lambda: pyh_trace(data=small, channels_last=True),
             "ddsem-products": lambda: ours_trace(*small, args.images, 1, taylor=False),
-            "ddsem-batched": lambda: ours_trace(
-                *small, args.images, 1, path="batched", taylor=False
-            ),
+            "ddsem-batched": lambda: ours_trace(*small, args.images, 1, path="batched"),
             "jvp-of-grad": lambda: ours_trace(*small, args.images, 1, fwd, taylor=False),
         },
         f"trace, {len(batches)} batches of {args.batch}": {
@@ -247,9 +245,7 @@ def main() -> None:
             "pyhessian": lambda: pyh_trace(dataloader=batches),
             "pyhessian-cl": lambda: pyh_trace(dataloader=batches, channels_last=True),
             "ddsem-products": lambda: ours_trace(*large, args.batch, 2, taylor=False),
-            "ddsem-batched": lambda: ours_trace(
-                *large, args.batch, 2, path="batched", taylor=False
-            ),
+            "ddsem-batched": lambda: ours_trace(*large, args.batch, 2, path="batched"),
             "jvp-of-grad": lambda: ours_trace(*large, args.batch, 2, fwd, taylor=False),
         },
         f"density, {args.lanczos_steps} Lanczos steps": {

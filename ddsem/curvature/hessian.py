@@ -69,8 +69,6 @@ class HessianOperator:
         self.point = torch.cat([state[n].detach().reshape(-1) for n in self.names]).to(self.device)
         self.buffers = {n: state[n].detach().to(self.device) for n, _ in model.named_buffers()}
         n = images.shape[0]
-        if images.ndim == 4:  # channels-last: faster convolutions and pooling (module docstring)
-            images = images.contiguous(memory_format=torch.channels_last)
         self.chunks = [
             (images[s : s + chunk_size].to(self.device), labels[s : s + chunk_size].to(self.device))
             for s in range(0, n, chunk_size)
