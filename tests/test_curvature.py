@@ -368,6 +368,7 @@ def test_curvature_end_to_end_and_resume(cli, tmp_path, cifar_path):
     second = cli(*args)
     assert second.code == 0 and "computed 3 of 6 points" in second.out
     assert "unbiased estimate" in second.out and "top eigenvalue" in second.out
+    assert "of the spectrum below -" in second.out and "(-1% of the spectral radius)" in second.out
     from ddsem.db import open_db
     from ddsem.db.curvature import read_points
 
