@@ -46,6 +46,7 @@ import argparse
 import math
 import time
 import warnings
+from functools import partial
 
 import numpy as np
 import torch
@@ -64,7 +65,6 @@ def _install_torch_eig() -> None:
 def _forward_over_reverse_operator():
     """ddsem's operator with forward-over-reverse products (``jvp`` of ``grad`` under ``vmap``,
     the primal forward and backward recomputed per call), for --forward-over-reverse."""
-    from functools import partial
 
     from torch.func import grad, jvp, vmap
 
@@ -231,23 +231,23 @@ def main() -> None:
     )
 
     fwd = _forward_over_reverse_operator()
+
+    def trace_contenders(images_labels, chunk, seed, **pyhessian_input):
+        ours = partial(ours_trace, *images_labels, chunk, seed)
+        return {
+            "ddsem": ours,
+            "pyhessian": lambda: pyh_trace(**pyhessian_input),
+            "pyhessian-cl": lambda: pyh_trace(**pyhessian_input, channels_last=True),
+            "ddsem-products": lambda: ours(taylor=False),
+            "ddsem-batched": lambda: ours(path="batched"),
+            "jvp-of-grad": lambda: ours(kind=fwd, taylor=False),
+        }
+
     cases = {
-        f"trace, one batch of {args.images}": {
-            "ddsem": lambda: ours_trace(*small, args.images, 1),
-            "pyhessian": lambda: pyh_trace(data=small),
-            "pyhessian-cl": lambda: pyh_trace(data=small, channels_last=True),
-            "ddsem-products": lambda: ours_trace(*small, args.images, 1, taylor=False),
-            "ddsem-batched": lambda: ours_trace(*small, args.images, 1, path="batched"),
-            "jvp-of-grad": lambda: ours_trace(*small, args.images, 1, fwd, taylor=False),
-        },
-        f"trace, {len(batches)} batches of {args.batch}": {
-            "ddsem": lambda: ours_trace(*large, args.batch, 2),
-            "pyhessian": lambda: pyh_trace(dataloader=batches),
-            "pyhessian-cl": lambda: pyh_trace(dataloader=batches, channels_last=True),
-            "ddsem-products": lambda: ours_trace(*large, args.batch, 2, taylor=False),
-            "ddsem-batched": lambda: ours_trace(*large, args.batch, 2, path="batched"),
-            "jvp-of-grad": lambda: ours_trace(*large, args.batch, 2, fwd, taylor=False),
-        },
+        f"trace, one batch of {args.images}": trace_contenders(small, args.images, 1, data=small),
+        f"trace, {len(batches)} batches of {args.batch}": trace_contenders(
+            large, args.batch, 2, dataloader=batches
+        ),
         f"density, {args.lanczos_steps} Lanczos steps": {
             "ddsem": ours_density,
             "pyhessian": pyh_density,

@@ -1,8 +1,9 @@
 """Hessian-vector products and v^T H v of a model's mean loss on one data source.
 
 ``quadratic_forms`` (Hutchinson's trace) needs only v^T H v: for the ConvNet it comes from
-second-order Taylor mode (``ddsem.curvature.taylor``), about 2.5-3.5x faster on the CPU than the
-product path below; any other model takes (H v) . v from the products.
+second-order Taylor mode (``ddsem.curvature.taylor``), about 2.6x faster on the CPU than the
+product path below (width 16, ``benchmarks/curvature.py --alternatives``); any other model takes
+(H v) . v from the products.
 
 The Hessian is never formed: ``HessianOperator`` maps a block of vectors V (B, P) to H V, where
 H is the Hessian of the mean cross-entropy over the source's images with respect to all of the
