@@ -48,3 +48,40 @@ def cifar(cifar_path):
     from ddsem.data import load_dataset
 
     return load_dataset(cifar_path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_data_cache(tmp_path_factory):
+    """Decoded-pixel caches go to a temporary folder, never the user's ~/.cache/ddsem."""
+    if "DDSEM_CACHE" in os.environ:
+        yield
+        return
+    os.environ["DDSEM_CACHE"] = str(tmp_path_factory.mktemp("ddsem-cache"))
+    yield
+    del os.environ["DDSEM_CACHE"]
+
+
+@pytest.fixture(scope="session")
+def synthetic():
+    """A small procedural CIFAR-shaped ImageData (20 train, 10 test images per class)."""
+    from ddsem.data.synthetic import synthetic_data
+
+    return synthetic_data(train_per_class=20, test_per_class=10, seed=0)
+
+
+@pytest.fixture(scope="session")
+def synthetic_path(synthetic, tmp_path_factory) -> Path:
+    """The same images as an image folder, for the CLI's --data."""
+    from ddsem.data.synthetic import write_image_folder
+
+    return write_image_folder(synthetic, tmp_path_factory.mktemp("synthetic"))
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    """A job workspace on a fresh database in tmp_path, CPU, recording progress."""
+    from ddsem.jobs import Recorder, Workspace
+
+    ws = Workspace.open(str(tmp_path / "jobs.db"), device="cpu", progress=Recorder())
+    yield ws
+    ws.db.close()

@@ -18,7 +18,8 @@ app = typer.Typer(
     name="ddsem",
     help=(
         "What do distilled data sets store? Exact leave-one-out influence of distilled images on "
-        "real test images, semantic attributes, curvature, in one SQLite database."
+        "real test images, semantic attributes, curvature, in one SQLite database. "
+        "The global options --db, --device, --seed and --quiet go before or after the command."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -37,7 +38,12 @@ def _global(
         help="Database file or SQLAlchemy URL [default: ./ddsem.db].",
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
-    seed: int = typer.Option(0, "--seed", help="Seed for every random choice."),
+    seed: int = typer.Option(
+        None,
+        "--seed",
+        help="The seed: of every random choice of new work [default: 0]; for commands that read "
+        "stored influence, the run of this seed [default: the only run, or the mean].",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only results and errors."),
 ) -> None:
     common.OPTIONS.db = db
@@ -79,9 +85,37 @@ def _register() -> None:
 _register()
 
 
+GLOBAL_VALUED = ("--db", "--device", "--seed")
+GLOBAL_FLAGS = ("--quiet", "-q")
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """Move the global options to the front, wherever they were given, so that
+    ``ddsem distill --device cpu ...`` means ``ddsem --device cpu distill ...`` for every
+    command. Stops at ``--``; an option's value is taken with it (``--db x`` or ``--db=x``)."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest.extend(argv[i:])
+            break
+        if arg in GLOBAL_FLAGS or any(arg.startswith(f"{o}=") for o in GLOBAL_VALUED):
+            front.append(arg)
+        elif arg in GLOBAL_VALUED:
+            front.extend(argv[i : i + 2])
+            i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; UserError -> one line on stderr and 2."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    common.OPTIONS = common.GlobalOptions()  # an in-process re-run starts from the defaults
     try:
         result = app(args=argv, prog_name="ddsem", standalone_mode=False)
         return result if isinstance(result, int) else 0

@@ -1,4 +1,5 @@
-"""What every command shares: global options, the database, output, progress bars.
+"""What every command face shares: global options, the workspace a job runs in, rich output,
+the option help written once, and the offer to download CIFAR-10.
 
 Imports here stay light (no torch): ``ddsem --help`` must answer at once.
 """
@@ -12,24 +13,78 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import typer
+
 from ddsem.errors import UserError
 
 if TYPE_CHECKING:
-    from ddsem.db import Database
+    from ddsem.jobs import Workspace
 
 
 @dataclass
 class GlobalOptions:
     db: str | None = None
     device: str = "auto"
-    seed: int = 0
+    seed: int | None = None  # None: not given (compute: 0; reading stored runs: not chosen)
     quiet: bool = False
 
 
 OPTIONS = GlobalOptions()
 
+# -- option help, written once -------------------------------------------------------------------
 
-def open_database(create: bool = True) -> Database:
+METHOD_HELP = "The newest distilled set of this method (bptt, dm, gm, tm, ...)."
+SET_HELP = "The distilled set by name (instead of --method)."
+DATA_HELP = (
+    "CIFAR data: torchvision's cifar-10-batches-py folder, an image folder "
+    "{train,test}/<class>/*.jpg, or its .tar.gz [default: $DDSEM_DATA]."
+)
+JSON_HELP = "Machine-readable output (stable keys) on stdout."
+OUT_HELP = "Folder for the figures."
+
+
+def method_option(help: str = METHOD_HELP) -> Any:
+    return typer.Option(None, "--method", help=help)
+
+
+def set_option(help: str = SET_HELP) -> Any:
+    return typer.Option(None, "--set", help=help)
+
+
+def data_option() -> Any:
+    return typer.Option(None, "--data", help=DATA_HELP)
+
+
+def json_option() -> Any:
+    return typer.Option(False, "--json", help=JSON_HELP)
+
+
+def seed() -> int:
+    """The seed of new work: the global --seed, 0 when not given."""
+    return 0 if OPTIONS.seed is None else OPTIONS.seed
+
+
+# -- the workspace jobs run in -------------------------------------------------------------------
+
+
+def workspace(create: bool = True, *, quiet: bool = False) -> Workspace:
+    """The database, device and progress of the global options. ``quiet``: --json, whose
+    stdout carries only the JSON (bars go to stderr either way, notes are dropped)."""
+    from ddsem.jobs import SILENT, Workspace
+
+    silent = OPTIONS.quiet or quiet
+    return Workspace.open(
+        OPTIONS.db,
+        create=create,
+        device=OPTIONS.device,
+        progress=SILENT if silent else RichProgress(),
+    )
+
+
+# -- transitional: removed once every face runs through a job -------------------------------------
+
+
+def open_database(create: bool = True):
     from ddsem.db import open_db
 
     return open_db(OPTIONS.db, create=create)
@@ -39,6 +94,29 @@ def device():
     from ddsem.runtime import resolve_device
 
     return resolve_device(OPTIONS.device)
+
+
+def default_set_name(db, set_name, method):
+    if set_name or method:
+        return set_name
+    from ddsem.jobs.common import resolve_set
+
+    return resolve_set(db, None, None).name
+
+
+class RichProgress:
+    """The jobs' progress protocol as rich bars on stderr and notes as lines on stdout."""
+
+    @contextmanager
+    def phase(self, description: str, total: int) -> Iterator[Callable[..., None]]:
+        with progress(total, description) as advance:
+            yield advance
+
+    def note(self, text: str) -> None:
+        echo(text)
+
+
+# -- output --------------------------------------------------------------------------------------
 
 
 def echo(text: str = "") -> None:
@@ -73,8 +151,8 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 
 
 @contextmanager
-def progress(total: int, description: str) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar with an ETA; yields ``advance(n)``. Silent under --quiet."""
+def progress(total: int, description: str) -> Iterator[Callable[..., None]]:
+    """A rich progress bar with an ETA on stderr; yields ``advance(n)``. Silent under --quiet."""
     if OPTIONS.quiet:
         yield lambda n=1: None
         return
@@ -102,10 +180,13 @@ def progress(total: int, description: str) -> Iterator[Callable[[int], None]]:
         yield lambda n=1: bar.advance(task, n)
 
 
-def parse_int_list(text: str, what: str) -> list[int]:
-    """ "0,1,2" -> [0, 1, 2]; refuses junk and duplicates with one clear line."""
+# -- parsing -------------------------------------------------------------------------------------
+
+
+def parse_int_list(text: str, what: str) -> tuple[int, ...]:
+    """ "0,1,2" -> (0, 1, 2); refuses junk and duplicates with one clear line."""
     try:
-        values = [int(v) for v in text.split(",") if v.strip() != ""]
+        values = tuple(int(v) for v in text.split(",") if v.strip() != "")
     except ValueError:
         raise UserError(f"{what} must be comma-separated integers, got {text!r}") from None
     if not values:
@@ -116,18 +197,32 @@ def parse_int_list(text: str, what: str) -> list[int]:
     return values
 
 
-def default_set_name(db: Database, set_name: str | None, method: str | None) -> str | None:
-    """The set to use: as named, else by method (``None``), else the only set in the database."""
-    if set_name or method:
-        return set_name
-    from ddsem.db.sets import list_sets
+def split_names(text: str | None) -> tuple[str, ...]:
+    """ "bptt, dm" -> ("bptt", "dm")."""
+    return tuple(t.strip() for t in (text or "").split(",") if t.strip())
 
-    sets = list_sets(db)
-    if len(sets) == 1:
-        return sets[0].name
-    if not sets:
-        raise UserError(
-            "no distilled set yet: `ddsem distill --method bptt` or `ddsem sets import FILE`"
-        )
-    names = ", ".join(f"{s.name} ({s.method})" for s in sets)
-    raise UserError(f"several distilled sets: choose one with --method or --set ({names})")
+
+# -- real data: where it is, or an offer to download it -------------------------------------------
+
+
+def data_source(value: str | None, dataset: str = "cifar10") -> str:
+    """The data path a command will read: ``--data``, $DDSEM_DATA or the usual places. When
+    nothing is found and a person is at the terminal of a machine with a network, offer
+    torchvision's download into the cache; otherwise one line naming both ways out."""
+    from ddsem.jobs import data as data_job
+
+    try:
+        return str(data_job.locate(value))
+    except data_job.DataNotFound as missing:
+        hint = f"{missing}; or download it once with `ddsem data prepare --download`"
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            raise UserError(hint) from None
+        if not data_job.download_reachable():
+            raise UserError(f"{hint} (this machine has no network now)") from None
+        name = data_job.DOWNLOAD_NAMES.get(dataset, dataset)
+        if not typer.confirm(
+            f"{name} was not found. Download it with torchvision into {data_job.download_root()}?",
+            default=True,
+        ):
+            raise UserError(hint) from None
+        return str(data_job.download(dataset))

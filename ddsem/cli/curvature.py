@@ -239,9 +239,9 @@ def curvature(
         seed=seed, device=device,
     )  # fmt: skip
 
-    from ddsem.db.curvature import finish_run, read_points
+    from ddsem.db.curvature import finish_curvature_run, read_points
 
-    finish_run(db, run.id)
+    finish_curvature_run(db, run.id)
     wanted = {(src, it) for src in sources for it in checkpoints}
     points = [p for p in read_points(db, run.id) if (p.source, p.iteration) in wanted]
     figures = _curvature_figures(out_dir, run.id, points, list(sources))

@@ -47,11 +47,11 @@ def export(
         raise UserError("--set applies to scores and influence-topk, not annotations")
     db = common.open_database(create=False)
     if what == "scores":
-        rows, columns, hint = ex.score_rows(db, set_name), ex.SCORE_COLUMNS, "`ddsem rank`"
+        rows, columns, hint = ex.scores_for_export(db, set_name), ex.SCORE_COLUMNS, "`ddsem rank`"
     elif what == "influence-topk":
-        rows, columns, hint = ex.topk_rows(db, set_name), ex.TOPK_COLUMNS, "`ddsem influence`"
+        rows, columns, hint = ex.topk_for_export(db, set_name), ex.TOPK_COLUMNS, "`ddsem influence`"
     else:
-        rows, columns = ex.annotation_rows(db), ex.ANNOTATION_COLUMNS
+        rows, columns = ex.annotations_for_export(db), ex.ANNOTATION_COLUMNS
         hint = "`ddsem annotate`"
     if not rows:
         where = f" for set {set_name!r}" if set_name else ""

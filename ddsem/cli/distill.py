@@ -302,7 +302,7 @@ def _distill(
         run_info = previous
         common.echo(f"resuming {method} run for {name!r} at iteration {first} of {cfg.iterations}")
     else:
-        run_info = store.start_run(
+        run_info = store.start_distill_run(
             db, name, method, run_config, replace=previous.id if previous is not None else None
         )
 
@@ -341,7 +341,7 @@ def _distill(
     }
     if expert_pool is not None:
         provenance["experts"] = run_config["experts"]
-    summary = store.finish_run(
+    summary = store.finish_distill_run(
         db, run_info.id, name=name, method=method,
         images=distiller.images.detach().cpu().numpy(), labels=distiller.labels.cpu().numpy(),
         dataset=dataset, synthetic_lr=distiller.synthetic_lr, provenance=provenance,

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from ddsem.data import ImageData
     from ddsem.db import Database
-    from ddsem.db.influence import RunInfo
+    from ddsem.db.influence import InfluenceRunInfo
     from ddsem.db.sets import SetSummary
 
 app = typer.Typer(
@@ -327,7 +327,7 @@ def _run_seed(
         done_models,
         find_run,
         run_init_state,
-        start_run,
+        start_influence_run,
     )
     from ddsem.influence.loo import train_and_evaluate
     from ddsem.models import init_state
@@ -341,7 +341,7 @@ def _run_seed(
         )
         return _summary(job, old, skipped=True)
     n = len(job.labels)
-    run_id = start_run(
+    run_id = start_influence_run(
         db,
         set_id=job.set.id,
         seed=seed,
@@ -395,9 +395,9 @@ def _run_seed(
     return _summary(job, info, skipped=False)
 
 
-def _finish(db: Database, job: Job, plan: Plan, run_id: int) -> RunInfo:
+def _finish(db: Database, job: Job, plan: Plan, run_id: int) -> InfluenceRunInfo:
     """Influence matrix, top-k table and status "complete", in one transaction."""
-    from ddsem.db.influence import finish_run, model_results
+    from ddsem.db.influence import finish_influence_run, model_results
     from ddsem.db.influence import list_runs as _list
     from ddsem.influence.loo import REFERENCE, influence_from_losses, top_k
 
@@ -407,7 +407,7 @@ def _finish(db: Database, job: Job, plan: Plan, run_id: int) -> RunInfo:
         raise UserError(f"run {run_id} is missing models; re-run the command to finish it")
     influence = influence_from_losses(losses[0], losses[1:], plan.infl_cfg.context)
     positions, values = top_k(influence, plan.infl_cfg.top_k)
-    finish_run(
+    finish_influence_run(
         db,
         run_id,
         influence,
@@ -426,7 +426,7 @@ def _accuracy_text(accuracy: float | None, context: str) -> str:
     return f"{what} model test accuracy {value}"
 
 
-def _summary(job: Job, info: RunInfo, *, skipped: bool) -> dict[str, Any]:
+def _summary(job: Job, info: InfluenceRunInfo, *, skipped: bool) -> dict[str, Any]:
     return {
         "set": job.set.name,
         "run_id": info.id,
@@ -501,7 +501,7 @@ def show(
     _show_image(db, summary, image, seed, context, top, as_json)
 
 
-def _run_json(r: RunInfo) -> dict[str, Any]:
+def _run_json(r: InfluenceRunInfo) -> dict[str, Any]:
     return {
         "run_id": r.id,
         "seed": r.seed,
@@ -518,7 +518,7 @@ def _run_json(r: RunInfo) -> dict[str, Any]:
     }
 
 
-def _complete_runs(db: Database, summary: SetSummary, context: str) -> list[RunInfo]:
+def _complete_runs(db: Database, summary: SetSummary, context: str) -> list[InfluenceRunInfo]:
     from ddsem.db.influence import list_runs
 
     runs = list_runs(db, summary.id, context=context)
@@ -542,8 +542,9 @@ def _show_image(
 ) -> None:
     import numpy as np
 
-    from ddsem.db.influence import load_influence, top_influenced
+    from ddsem.db.influence import load_influence
     from ddsem.db.sets import dataset_classes, get_dataset, set_tensors
+    from ddsem.db.views import top_influenced
     from ddsem.influence.checks import align
     from ddsem.influence.loo import top_k
 
@@ -559,7 +560,8 @@ def _show_image(
             have = ", ".join(str(r.seed) for r in runs)
             raise UserError(f"no complete {context}-context run for seed {seed} (seeds: {have})")
         scope = f"seed:{seed}"
-        rows = top_influenced(db, chosen[0].id, image, top)
+        page = top_influenced(db, chosen[0].id, image, limit=top)
+        rows = [(h.rank, h.test_index, h.label, h.value) for h in page.items]
         if top > len(rows) and len(rows) < chosen[0].num_test:
             common.echo(f"(the stored top-k table holds {len(rows)} per image)")
     else:
@@ -792,7 +794,9 @@ def _figure(path: Path, x, y, per_image, xlabel: str, ylabel: str, title: str, c
     )
 
 
-def _noise_floors(db: Database, job: Job, run: RunInfo, influence: np.ndarray, dev) -> list:
+def _noise_floors(
+    db: Database, job: Job, run: InfluenceRunInfo, influence: np.ndarray, dev
+) -> list:
     """Retrain the run's reference model alone by the other arithmetic path (and, on CUDA,
     with TF32 on) and compare its test losses with the stored population model's."""
     import numpy as np

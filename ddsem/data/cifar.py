@@ -25,11 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ddsem.data.names import CIFAR10_CLASSES
 from ddsem.errors import UserError
 
-CIFAR10_CLASSES: tuple[str, ...] = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
 # Normalisation of the dataset-distillation literature (DC/DM/MTT code and the analysis paper).
 MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 STD: tuple[float, float, float] = (0.2023, 0.1994, 0.2010)
@@ -58,6 +56,31 @@ class ImageData:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+
+class DataNotFound(UserError):
+    """No data source was named and none is in the usual places (a download may help)."""
+
+
+# Where torchvision's download comes from (its CIFAR classes' own URLs); probed before offering it.
+DOWNLOAD_HOST = ("www.cs.toronto.edu", 443)
+
+
+def download_root() -> Path:
+    """Where ``download=True`` puts torchvision's folders: ``cache_dir()/data``, one of the
+    places ``find_data`` looks, so later commands find the data without ``--data``."""
+    return cache_dir() / "data"
+
+
+def download_reachable(timeout: float = 3.0) -> bool:
+    """Whether torchvision's download host answers (a single TCP connection, no transfer)."""
+    import socket
+
+    try:
+        with socket.create_connection(DOWNLOAD_HOST, timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def cache_dir() -> Path:
@@ -91,7 +114,7 @@ def find_data(path: str | os.PathLike | None = None) -> Path:
     for c in candidates:
         if (c / "cifar-10-batches-py").is_dir() or (c / "cifar10-jpeg.tar.gz").is_file():
             return c / "cifar10-jpeg.tar.gz" if (c / "cifar10-jpeg.tar.gz").is_file() else c
-    raise UserError(
+    raise DataNotFound(
         "CIFAR-10 not found: pass --data PATH or set DDSEM_DATA to torchvision's "
         "cifar-10-batches-py folder, an image folder {train,test}/<class>/*.jpg, or its .tar.gz"
     )
@@ -183,7 +206,7 @@ def _load_torchvision_folder(folder: Path, name: str, source: str) -> ImageData:
 def _load_torchvision_download(name: str) -> ImageData:
     import torchvision
 
-    root = cache_dir() / "data"
+    root = download_root()
     cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
     try:
         cls(str(root), train=True, download=True)

@@ -151,7 +151,7 @@ def save_point(
         s.add(row)
 
 
-def finish_run(db: Database, run_id: int) -> None:
+def finish_curvature_run(db: Database, run_id: int) -> None:
     with db.session() as s:
         row = s.get(CurvatureRun, run_id)
         if row is not None:

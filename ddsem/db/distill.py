@@ -28,7 +28,7 @@ EVALUATION_KIND = "evaluate"
 
 
 @dataclass
-class RunInfo:
+class DistillRunInfo:
     id: int
     set_name: str
     method: str
@@ -39,8 +39,8 @@ class RunInfo:
     wall_seconds: float
 
 
-def _run_info(row: DistillRun) -> RunInfo:
-    return RunInfo(
+def _run_info(row: DistillRun) -> DistillRunInfo:
+    return DistillRunInfo(
         id=row.id or 0,
         set_name=row.set_name,
         method=row.method,
@@ -52,7 +52,7 @@ def _run_info(row: DistillRun) -> RunInfo:
     )
 
 
-def unfinished_run(db: Database, set_name: str) -> RunInfo | None:
+def unfinished_run(db: Database, set_name: str) -> DistillRunInfo | None:
     """The newest run for ``set_name`` that has not stored its set yet.
 
     A run whose set was stored but which was not marked complete (a crash between the two
@@ -78,9 +78,9 @@ def unfinished_run(db: Database, set_name: str) -> RunInfo | None:
         return _run_info(row)
 
 
-def start_run(
+def start_distill_run(
     db: Database, set_name: str, method: str, config: dict[str, Any], *, replace: int | None = None
-) -> RunInfo:
+) -> DistillRunInfo:
     """A new running DistillRun (deleting run ``replace``, an abandoned one, in the same commit)."""
     with db.session() as s:
         if replace is not None:
@@ -117,7 +117,7 @@ def load_checkpoint(db: Database, run_id: int) -> dict[str, np.ndarray] | None:
         return state_from_blob(row.checkpoint)
 
 
-def finish_run(
+def finish_distill_run(
     db: Database,
     run_id: int,
     *,

@@ -50,7 +50,7 @@ def _class_name(classes: list[str], label: int) -> str:
     return classes[label] if 0 <= label < len(classes) else ""
 
 
-def score_rows(db: Database, set_name: str | None = None) -> list[dict[str, Any]]:
+def scores_for_export(db: Database, set_name: str | None = None) -> list[dict[str, Any]]:
     with db.session() as s:
         classes = _classes(s)
         q = (
@@ -86,7 +86,7 @@ def score_rows(db: Database, set_name: str | None = None) -> list[dict[str, Any]
         return out
 
 
-def topk_rows(db: Database, set_name: str | None = None) -> list[dict[str, Any]]:
+def topk_for_export(db: Database, set_name: str | None = None) -> list[dict[str, Any]]:
     with db.session() as s:
         classes = _classes(s)
         q = (
@@ -122,7 +122,7 @@ def topk_rows(db: Database, set_name: str | None = None) -> list[dict[str, Any]]
         ]
 
 
-def annotation_rows(db: Database) -> list[dict[str, Any]]:
+def annotations_for_export(db: Database) -> list[dict[str, Any]]:
     with db.session() as s:
         names = {a.id: a.name for a in s.exec(select(Attribute))}
         has: dict[int, list[str]] = defaultdict(list)

@@ -17,7 +17,7 @@ from ddsem.db.tables import InfluenceModel, InfluenceRow, InfluenceRun, Influenc
 
 
 @dataclass
-class RunInfo:
+class InfluenceRunInfo:
     id: int
     set_id: int
     seed: int
@@ -33,8 +33,8 @@ class RunInfo:
     num_test: int = 0
 
 
-def _info(r: InfluenceRun, models_done: int = 0) -> RunInfo:
-    return RunInfo(
+def _info(r: InfluenceRun, models_done: int = 0) -> InfluenceRunInfo:
+    return InfluenceRunInfo(
         id=r.id or 0, set_id=r.set_id, seed=r.seed, context=r.context, status=r.status,
         num_models=r.num_models, full_accuracy=r.full_accuracy, config=json.loads(r.config_json),
         config_hash=r.config_hash, device=r.device, wall_seconds=r.wall_seconds,
@@ -44,7 +44,7 @@ def _info(r: InfluenceRun, models_done: int = 0) -> RunInfo:
 
 def list_runs(
     db: Database, set_id: int, *, context: str | None = None, complete_only: bool = True
-) -> list[RunInfo]:
+) -> list[InfluenceRunInfo]:
     """The influence runs of a set (complete ones only by default), by context then seed."""
     with db.session() as s:
         q = select(InfluenceRun).where(InfluenceRun.set_id == set_id)
@@ -86,7 +86,7 @@ def load_influence(db: Database, run_id: int) -> tuple[np.ndarray, np.ndarray]:
 # -- writes of `ddsem influence` -----------------------------------------------------------------
 
 
-def find_run(db: Database, set_id: int, seed: int, context: str) -> RunInfo | None:
+def find_run(db: Database, set_id: int, seed: int, context: str) -> InfluenceRunInfo | None:
     """The run of (set, seed, context) in any status, or None."""
     with db.session() as s:
         run = s.exec(
@@ -110,7 +110,7 @@ def _delete_run(s, run_id: int) -> None:
     s.exec(delete(InfluenceRun).where(InfluenceRun.id == run_id))
 
 
-def start_run(
+def start_influence_run(
     db: Database,
     *,
     set_id: int,
@@ -237,7 +237,7 @@ def model_results(db: Database, run_id: int) -> tuple[list[int], np.ndarray, np.
         )
 
 
-def finish_run(
+def finish_influence_run(
     db: Database,
     run_id: int,
     influence: np.ndarray,
@@ -280,22 +280,3 @@ def finish_run(
         run.full_accuracy = float(full_accuracy)
         run.finished_at = now()
         s.add(run)
-
-
-def top_influenced(
-    db: Database, run_id: int, distilled_index: int, limit: int
-) -> list[tuple[int, int, int, float]]:
-    """(rank, test index, test label, value) rows of a run's top-k table, best first."""
-    with db.session() as s:
-        rows = s.exec(
-            select(
-                InfluenceTopK.rank,
-                InfluenceTopK.test_index,
-                InfluenceTopK.test_label,
-                InfluenceTopK.value,
-            )
-            .where(InfluenceTopK.run_id == run_id, InfluenceTopK.distilled_index == distilled_index)
-            .order_by(InfluenceTopK.rank)
-            .limit(limit)
-        ).all()
-        return [(int(r), int(t), int(lbl), float(v)) for r, t, lbl, v in rows]

@@ -18,7 +18,7 @@ from sqlalchemy import distinct, func
 from sqlmodel import select
 
 from ddsem.db.engine import Database
-from ddsem.db.influence import RunInfo, list_runs
+from ddsem.db.influence import InfluenceRunInfo, list_runs
 from ddsem.db.tables import (
     Annotation,
     Attribute,
@@ -152,7 +152,7 @@ def class_names(db: Database, dataset: str) -> list[str]:
     if row is not None:
         return list(json.loads(row))
     if dataset == "cifar10":
-        from ddsem.data.cifar import CIFAR10_CLASSES
+        from ddsem.data.names import CIFAR10_CLASSES
 
         return list(CIFAR10_CLASSES)
     return []
@@ -225,7 +225,7 @@ def distilled_images_at(db: Database, set_id: int, indices: Sequence[int]) -> li
 # -- influence -----------------------------------------------------------------------------------
 
 
-def complete_runs(db: Database, set_id: int, context: str = "distilled") -> list[RunInfo]:
+def complete_runs(db: Database, set_id: int, context: str = "distilled") -> list[InfluenceRunInfo]:
     """The complete influence runs of a set in one context, by seed."""
     return list_runs(db, set_id, context=context, complete_only=True)
 

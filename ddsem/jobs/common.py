@@ -1,0 +1,121 @@
+"""What several jobs share: request validation, the data source, the set a request means, and
+the words for a configuration that differs from a stored one.
+
+Light imports only (no torch): requests are built and validated before any heavy work.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Union
+
+from ddsem.errors import UserError
+
+if TYPE_CHECKING:
+    from ddsem.data import ImageData
+    from ddsem.db import Database
+    from ddsem.db.sets import SetSummary
+
+# Where real images come from: a path (torchvision folder, image folder, .tar.gz), an ImageData
+# already in memory (tests, notebooks), or None ($DDSEM_DATA, then the usual places).
+DataSource = Union[str, os.PathLike, "ImageData", None]  # noqa: UP007  (a forward reference)
+
+
+# -- validation: one clear line, raised where a request is built ----------------------------------
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise UserError(message)
+
+
+def positive(value: int | float | None, what: str) -> None:
+    """``value`` is None (not given) or > 0."""
+    if value is not None and value <= 0:
+        raise UserError(f"{what} must be positive, got {value}")
+
+
+def at_least(value: int | float | None, least: int | float, what: str) -> None:
+    if value is not None and value < least:
+        raise UserError(f"{what} must be at least {least}, got {value}")
+
+
+def one_of(value: str, allowed: tuple[str, ...] | list[str], what: str) -> str:
+    if value not in allowed:
+        raise UserError(f"unknown {what} {value!r}: use {', '.join(allowed)}")
+    return value
+
+
+def unique_ints(values: tuple[int, ...], what: str) -> tuple[int, ...]:
+    """A non-empty tuple of distinct integers (seeds, iterations)."""
+    if not values:
+        raise UserError(f"{what} is empty")
+    dupes = sorted({v for v in values if values.count(v) > 1})
+    if dupes:
+        raise UserError(f"{what} lists {', '.join(map(str, dupes))} more than once")
+    return tuple(int(v) for v in values)
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+
+
+def load_data(source: DataSource, dataset: str = "cifar10") -> ImageData:
+    """The real data set of a job: ``source`` as given in memory, or loaded (cached) from disk."""
+    from ddsem.data import ImageData, load_dataset
+
+    if isinstance(source, ImageData):
+        if source.name != dataset:
+            raise UserError(f"the data given is {source.name}, the job needs {dataset}")
+        return source
+    return load_dataset(source, dataset)
+
+
+def resolve_set(db: Database, set_name: str | None, method: str | None) -> SetSummary:
+    """The set a request means: by name, else the newest of ``method``, else the only set."""
+    from ddsem.db.sets import find_set, list_sets
+
+    if set_name or method:
+        return find_set(db, set_name, method)
+    sets = list_sets(db)
+    if len(sets) == 1:
+        return sets[0]
+    if not sets:
+        raise UserError(
+            "no distilled set yet: `ddsem distill --method bptt` or `ddsem sets import FILE`"
+        )
+    names = ", ".join(f"{s.name} ({s.method})" for s in sets)
+    raise UserError(f"several distilled sets: choose one with --method or --set ({names})")
+
+
+# -- stored configurations ------------------------------------------------------------------------
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any], limit: int | None = 4) -> str:
+    """ "train.steps 300 -> 20, ..." for the keys that differ (nested dicts flattened; long
+    lists are summarised, not printed)."""
+
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[prefix + k] = v
+        return out
+
+    def show(v: Any, other: Any) -> str:
+        if isinstance(v, list) and len(v) > 6:
+            return f"(a list of {len(v)})" if v != other else "(the same list)"
+        return repr(v) if isinstance(v, str) else str(v)
+
+    a, b = flat(old), flat(new)
+    diffs = [
+        f"{k} {show(a.get(k), b.get(k))} -> {show(b.get(k), a.get(k))}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k)
+    ]
+    if not diffs:
+        return "same values"
+    if limit is not None and len(diffs) > limit:
+        return ", ".join(diffs[:limit]) + ", ..."
+    return ", ".join(diffs)
