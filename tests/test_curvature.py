@@ -348,10 +348,10 @@ def test_curvature_bad_input(cli, tmp_path, args, message):
     assert _dump(tmp_path) == before
 
 
-def test_curvature_end_to_end_and_resume(cli, tmp_path, cifar_path):
+def test_curvature_end_to_end_and_resume(cli, tmp_path, synthetic_path):
     _add_set(tmp_path)
     args = ["curvature", *SMALL, "--method", "bptt", "--real", "--density-at", "1",
-            "--data", str(cifar_path), "--out", str(tmp_path / "fig")]  # fmt: skip
+            "--data", str(synthetic_path), "--out", str(tmp_path / "fig")]  # fmt: skip
     first = cli(*args, "--json")
     assert first.code == 0, first.err
     out = json.loads(first.out)
@@ -376,11 +376,11 @@ def test_curvature_end_to_end_and_resume(cli, tmp_path, cifar_path):
     assert sorted(again, key=str) == sorted(out["points"], key=str)  # replayed exactly
 
 
-def test_landscape_end_to_end(cli, tmp_path, cifar_path):
+def test_landscape_end_to_end(cli, tmp_path, synthetic_path):
     _add_set(tmp_path)
     args = ["landscape", "--method", "bptt", "--grid", "3", "--width", "4", "--depth", "2",
             "--train-samples", "32", "--test-samples", "20", "--distilled-steps", "5",
-            "--data", str(cifar_path), "--out", str(tmp_path / "fig")]  # fmt: skip
+            "--data", str(synthetic_path), "--out", str(tmp_path / "fig")]  # fmt: skip
     first = cli(*args, "--json")
     assert first.code == 0, first.err
     out = json.loads(first.out)
@@ -395,7 +395,7 @@ def test_landscape_end_to_end(cli, tmp_path, cifar_path):
     assert np.all(np.isfinite(stored.losses))
     again = json.loads(cli(*args, "--json").out)
     assert again["reused"] is True and again["analysis_id"] == out["analysis_id"]
-    bad = cli("landscape", "--method", "dm", "--data", str(cifar_path))
+    bad = cli("landscape", "--method", "dm", "--data", str(synthetic_path))
     assert bad.code == 2 and "no distilled set made by method 'dm'" in bad.err
 
 

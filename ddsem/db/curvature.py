@@ -61,6 +61,20 @@ def _run_info(row: CurvatureRun) -> CurvatureRunInfo:
     )
 
 
+def find_curvature_run(
+    db: Database, config: dict[str, Any]
+) -> tuple[int, list[dict[str, Any]]] | None:
+    """The id and source rows of the run stored with this config; None when there is none.
+    Reads only (``open_curvature_run`` creates the run when it is new)."""
+    with db.session() as s:
+        row = s.exec(
+            select(CurvatureRun).where(CurvatureRun.config_hash == config_hash(config))
+        ).first()
+        if row is None:
+            return None
+        return int(row.id or 0), json.loads(row.sources_json)
+
+
 def open_curvature_run(
     db: Database, config: dict[str, Any], sources: list[dict[str, Any]]
 ) -> CurvatureRunInfo:
