@@ -8,7 +8,9 @@ that ranking finds the test images with an attribute ("yellow"), optionally amon
 recall increase times precision), vectorised: one sort per distilled image and cumulative sums
 for all attributes at once.
 
-NumPy and the database only: no torch here, so the TUI and scripts import this cheaply.
+NumPy only: arrays in, arrays and small dataclasses out. Reading the database (influence runs,
+test images, attributes) and storing scores is the jobs layer's work (``ddsem.jobs.rank``,
+``ddsem.jobs.query``, ``ddsem.jobs.semantic_inputs``).
 """
 
 from __future__ import annotations
@@ -17,15 +19,11 @@ import difflib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 import numpy as np
 
 from ddsem.errors import UserError
-
-if TYPE_CHECKING:
-    from ddsem.db import Database
-    from ddsem.db.annotations import AttributeInfo
 
 ESTIMATOR = "average_precision"
 ESTIMATOR_TEXT = "average precision (scikit-learn's average_precision_score definition)"
@@ -289,10 +287,20 @@ class ParsedQuery:
         return text
 
 
+class NamedAttribute(Protocol):
+    """What a vocabulary needs of an attribute (``ddsem.db.annotations.AttributeInfo`` fits)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def synonyms(self) -> Sequence[str]: ...
+
+
 class Vocabulary:
     """Lookup from words and phrases to attribute names (name and synonyms) and classes."""
 
-    def __init__(self, attributes: Sequence[AttributeInfo | str], classes: Sequence[str]) -> None:
+    def __init__(self, attributes: Sequence[NamedAttribute | str], classes: Sequence[str]) -> None:
         self.attribute_names: list[str] = []
         self.terms: dict[str, str] = {}  # term (and its singular) -> attribute name
         pairs: list[tuple[str, str]] = []  # (term, attribute): every name before any synonym
@@ -456,285 +464,36 @@ def _closest(words: set[str], terms: list[str], cutoff: float = 0.8) -> tuple[st
     return best
 
 
-# -- inputs from the database --------------------------------------------------------------------
+# -- answering a question, from arrays ------------------------------------------------------------
 
 
-@dataclass
-class RankingInputs:
-    """Everything ranking needs for one distilled set and scope, read from the database."""
-
-    set_id: int
-    set_name: str
-    method: str
-    context: str
-    scope: str  # "seed:<S>" or "mean"
-    seeds: list[int]
-    influence: np.ndarray  # (N, T) float: the run's (or the seeds' mean) influence
-    test_indices: np.ndarray  # (T,) int64 into the test split
-    test_classes: np.ndarray  # (T,) int64
-    image_ids: np.ndarray  # (T,) int64 Image ids
-    attributes: list[AttributeInfo]
-    labels: np.ndarray  # (T, A) bool
-    classes: list[str]
-    distilled_labels: np.ndarray  # (N,) int64
-    dataset_id: int
-    skipped_unannotated: int  # test images of the run left out: not annotated yet
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def scope_option(self) -> str:
-        """The command-line option that selects this scope again."""
-        return "--mean-over-seeds" if self.scope == "mean" else f"--seed {self.seeds[0]}"
-
-
-def select_runs(runs: list, seed: int | None, mean_over_seeds: bool) -> tuple[str, list]:
-    """(scope, runs): ``--seed S`` -> "seed:S"; ``--mean-over-seeds`` -> "mean"; neither: the
-    only run, or the mean when there are several."""
-    if seed is not None and mean_over_seeds:
-        raise UserError("choose one of --seed S and --mean-over-seeds")
-    seeds = [r.seed for r in runs]
-    if seed is not None:
-        chosen = [r for r in runs if r.seed == seed]
-        if not chosen:
-            raise UserError(
-                f"no complete influence run with seed {seed}; complete seeds: "
-                f"{', '.join(map(str, seeds))} (run `ddsem influence --seeds {seed}` to add it)"
-            )
-        return f"seed:{seed}", chosen
-    if mean_over_seeds or len(runs) > 1:
-        return "mean", runs
-    return f"seed:{runs[0].seed}", runs
-
-
-def load_inputs(
-    db: Database,
-    *,
-    method: str | None = None,
-    set_name: str | None = None,
-    seed: int | None = None,
-    mean_over_seeds: bool = False,
-    context: str = "distilled",
-) -> RankingInputs:
-    """Read influence, test images and attributes; each missing step names its command."""
-    from ddsem.db.annotations import attribute_labels, list_attributes
-    from ddsem.db.influence import list_runs, load_influence
-    from ddsem.db.scores import annotated_image_ids, test_image_keys
-    from ddsem.db.sets import dataset_classes, find_set, get_dataset, set_tensors
-
-    summary = find_set(db, set_name, method)
-    how = f"--method {summary.method}" if not set_name else f"--set {summary.name}"
-    runs = list_runs(db, summary.id, context=context)
-    if not runs:
-        pending = list_runs(db, summary.id, context=context, complete_only=False)
-        extra = (
-            f" (seed {', '.join(str(r.seed) for r in pending)} unfinished: re-running resumes it)"
-            if pending
-            else ""
-        )
-        raise UserError(
-            f"no complete influence run for set {summary.name!r}{extra}: "
-            f"run `ddsem influence --method {summary.method}` first"
-        )
-    scope, chosen = select_runs(runs, seed, mean_over_seeds)
-
-    matrices = []
-    test_indices: np.ndarray | None = None
-    for run in chosen:
-        matrix, indices = load_influence(db, run.id)
-        if test_indices is None:
-            test_indices = indices
-        elif not np.array_equal(indices, test_indices):
-            raise UserError(
-                f"influence runs of seeds {chosen[0].seed} and {run.seed} cover different test "
-                "images, so they cannot be averaged: rank one with --seed S"
-            )
-        matrices.append(matrix.astype(np.float64))
-    assert test_indices is not None
-    influence = matrices[0] if len(matrices) == 1 else np.mean(matrices, axis=0)
-    _, distilled_labels = set_tensors(db, summary.id)
-    if influence.shape[0] != len(distilled_labels):
-        raise UserError(
-            f"influence run of set {summary.name!r} has {influence.shape[0]} rows for "
-            f"{len(distilled_labels)} distilled images: re-run `ddsem influence {how}`"
-        )
-    if not np.isfinite(influence).all():
-        raise UserError(f"influence of set {summary.name!r} has NaN or infinite values")
-
-    annotate_hint = "run `ddsem annotate` then `ddsem attributes extract`"
-    dataset = get_dataset(db, summary.dataset)
-    keys = test_image_keys(db, dataset.id) if dataset is not None else {}
-    annotated = annotated_image_ids(db) if keys else set()
-    keep = [
-        k for k, idx in enumerate(test_indices.tolist())
-        if idx in keys and keys[idx][0] in annotated
-    ]  # fmt: skip
-    if not keep:
-        raise UserError(
-            f"none of the {len(test_indices)} test images of the influence run is annotated: "
-            f"{annotate_hint}"
-        )
-    vocabulary = list_attributes(db)
-    if not vocabulary:
-        raise UserError("the attribute vocabulary is empty: run `ddsem attributes extract`")
-    keep_arr = np.asarray(keep, dtype=np.int64)
-    kept_indices = test_indices[keep_arr]
-    image_ids = np.asarray([keys[int(i)][0] for i in kept_indices], dtype=np.int64)
-    test_classes = np.asarray([keys[int(i)][1] for i in kept_indices], dtype=np.int64)
-    attributes, labels = attribute_labels(db, image_ids.tolist())
-    if not labels.any():
-        raise UserError(
-            "no annotated test image of the influence run has an attribute: "
-            "run `ddsem attributes extract` (or `ddsem attributes add`)"
-        )
-    assert dataset is not None
-    return RankingInputs(
-        set_id=summary.id,
-        set_name=summary.name,
-        method=summary.method,
-        context=context,
-        scope=scope,
-        seeds=[r.seed for r in chosen],
-        influence=influence[:, keep_arr],
-        test_indices=kept_indices,
-        test_classes=test_classes,
-        image_ids=image_ids,
-        attributes=attributes,
-        labels=labels,
-        classes=dataset_classes(dataset),
-        distilled_labels=distilled_labels,
-        dataset_id=dataset.id or 0,
-        skipped_unannotated=len(test_indices) - len(keep),
-    )
-
-
-def score_rows(inputs: RankingInputs, scores: Scores) -> tuple[list[dict[str, Any]], int]:
-    """AttributeScore rows for every defined (distilled image, attribute, class filter), and the
-    number of (attribute, class filter) pairs left out because they have no positive."""
-    rate = scores.positive_rate
-    lift = scores.lift
-    defined = scores.positives > 0  # (F, A)
-    rows: list[dict[str, Any]] = []
-    f_idx, a_idx = np.nonzero(defined)
-    for k in range(scores.ap.shape[0]):
-        ap_k = scores.ap[k, f_idx, a_idx]
-        lift_k = lift[k, f_idx, a_idx]
-        for f, a, ap, li in zip(
-            f_idx.tolist(), a_idx.tolist(), ap_k.tolist(), lift_k.tolist(), strict=True
-        ):
-            rows.append(
-                {
-                    "set_id": inputs.set_id,
-                    "scope": inputs.scope,
-                    "context": inputs.context,
-                    "distilled_index": k,
-                    "attribute_id": inputs.attributes[a].id,
-                    "class_filter": scores.class_filters[f],
-                    "estimator": ESTIMATOR,
-                    "ap": ap,
-                    "positive_rate": float(rate[f, a]),
-                    "positives": int(scores.positives[f, a]),
-                    "lift": li,
-                }
-            )
-    return rows, int((~defined).sum())
-
-
-# -- answering a question ------------------------------------------------------------------------
-
-
-@dataclass
-class TestHit:
-    test_index: int  # index into the test split
-    image_id: int
-    influence: float
-
-
-@dataclass
-class QueryResult:
-    distilled_index: int
-    label: int
-    class_name: str
-    ap: float
-    lift: float
-    top_images: list[TestHit]
-
-
-@dataclass
-class Answer:
-    parsed: ParsedQuery
-    set_name: str
-    method: str
-    scope: str
-    positives: int
-    total: int  # test images in the class filter (annotated ones)
-    results: list[QueryResult]  # ranked by AP, highest first
-    num_distilled: int
-
-    @property
-    def positive_rate(self) -> float:
-        return self.positives / self.total if self.total else float("nan")
-
-    def as_json(self) -> dict[str, Any]:
-        """Stable keys for scripts."""
-        return {
-            "query": self.parsed.text,
-            "attribute": " & ".join(self.parsed.attributes),
-            "attributes": self.parsed.attributes,
-            "class": self.parsed.class_name,
-            "class_index": self.parsed.class_index,
-            "understood": self.parsed.describe(),
-            "set": self.set_name,
-            "method": self.method,
-            "scope": self.scope,
-            "estimator": ESTIMATOR,
-            "positives": self.positives,
-            "test_images": self.total,
-            "positive_rate": self.positive_rate,
-            "distilled_images": self.num_distilled,
-            "results": [
-                {
-                    "rank": r + 1,
-                    "distilled_index": res.distilled_index,
-                    "label": res.label,
-                    "class": res.class_name,
-                    "ap": res.ap,
-                    "lift": res.lift,
-                    "top_test_images": [
-                        {
-                            "test_index": h.test_index,
-                            "image_id": h.image_id,
-                            "influence": h.influence,
-                        }
-                        for h in res.top_images
-                    ],
-                }
-                for r, res in enumerate(self.results)
-            ],
-        }
-
-
-def query_columns(inputs: RankingInputs, parsed: ParsedQuery) -> tuple[np.ndarray, np.ndarray]:
-    """(members, positives) bool (T,): the test images in the class filter, and those of them
-    with every asked attribute. Refuses (one line) a question with no positive."""
-    column = {a.name: k for k, a in enumerate(inputs.attributes)}
+def query_columns(
+    labels: np.ndarray,
+    test_classes: np.ndarray,
+    attribute_names: Sequence[str],
+    parsed: ParsedQuery,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(members, positives) bool (T,): the test images in the question's class filter, and
+    those of them with every asked attribute. ``labels`` (T, A) has one column per name of
+    ``attribute_names``. Refuses (one line) a question with no positive."""
+    column = {name: k for k, name in enumerate(attribute_names)}
     missing = [a for a in parsed.attributes if a not in column]
     if missing:
         raise UserError(f"attribute {missing[0]!r} is not in the vocabulary")
-    has_all = inputs.labels[:, [column[a] for a in parsed.attributes]].all(axis=1)
+    labels = np.asarray(labels, dtype=bool)
+    has_all = labels[:, [column[a] for a in parsed.attributes]].all(axis=1)
     if parsed.class_index is None:
         members = np.ones(len(has_all), dtype=bool)
     else:
-        members = inputs.test_classes == parsed.class_index
+        members = np.asarray(test_classes) == parsed.class_index
     positives = has_all & members
     if not positives.any():
         what = " and ".join(repr(a) for a in parsed.attributes)
         if parsed.class_index is None:
             raise UserError(f"no annotated test image has {what}: nothing to rank")
-        counts = inputs.labels[members].sum(axis=0)
+        counts = labels[members].sum(axis=0)
         common = [
-            f"{inputs.attributes[k].name} ({int(counts[k])})"
+            f"{attribute_names[k]} ({int(counts[k])})"
             for k in np.argsort(-counts, kind="stable")[:8]
             if counts[k] > 0
         ]
@@ -745,75 +504,33 @@ def query_columns(inputs: RankingInputs, parsed: ParsedQuery) -> tuple[np.ndarra
     return members, positives
 
 
-def answer_query(
-    inputs: RankingInputs, parsed: ParsedQuery, *, top: int = 5, images_per_result: int = 5
-) -> Answer:
-    """Distilled images ranked by the AP of their influence ranking for the question, each
-    with its most influenced test images that have the attribute(s)."""
-    members, positives = query_columns(inputs, parsed)
-    ap = average_precision(inputs.influence[:, members], positives[members][:, None])[:, 0, 0]
-    rate = positives.sum() / members.sum()
-    order = np.argsort(-ap, kind="stable")[: max(top, 0)]
-    pos_idx = np.flatnonzero(positives)
-    results = []
-    for k in order.tolist():
-        values = inputs.influence[k, pos_idx]
-        best = pos_idx[np.argsort(-values, kind="stable")[:images_per_result]]
-        label = int(inputs.distilled_labels[k])
-        results.append(
-            QueryResult(
-                distilled_index=k,
-                label=label,
-                class_name=inputs.classes[label] if label < len(inputs.classes) else str(label),
-                ap=float(ap[k]),
-                lift=float(ap[k] / rate),
-                top_images=[
-                    TestHit(
-                        int(inputs.test_indices[j]),
-                        int(inputs.image_ids[j]),
-                        float(inputs.influence[k, j]),
-                    )
-                    for j in best.tolist()
-                ],
-            )
-        )
-    return Answer(
-        parsed=parsed,
-        set_name=inputs.set_name,
-        method=inputs.method,
-        scope=inputs.scope,
-        positives=int(positives.sum()),
-        total=int(members.sum()),
-        results=results,
-        num_distilled=inputs.influence.shape[0],
-    )
+@dataclass
+class QueryRanking:
+    """Distilled images ranked by the AP of their influence ranking for one question."""
+
+    ap: np.ndarray  # (N,) every distilled image's AP among the members
+    positive_rate: float  # positives / members: the AP of a random ranking, about
+    order: list[int]  # the ``top`` best distilled indices, highest AP first (ties: lower index)
+    evidence: list[list[int]]  # per image of ``order``: positions (into T) of its most
+    # influenced positives, most influenced first
 
 
-def ask(
-    db: Database,
-    text: str,
+def rank_for_query(
+    influence: np.ndarray,
+    members: np.ndarray,
+    positives: np.ndarray,
     *,
-    method: str | None = None,
-    set_name: str | None = None,
-    seed: int | None = None,
-    mean_over_seeds: bool = False,
-    top: int = 5,
-    images_per_result: int = 5,
-) -> Answer:
-    """The whole question path (used by ``ddsem query`` and the TUI): parse, read, rank."""
-    from ddsem.db.annotations import list_attributes
-    from ddsem.db.sets import dataset_classes, find_set, get_dataset
-
-    summary = find_set(db, set_name, method)
-    dataset = get_dataset(db, summary.dataset)
-    classes = dataset_classes(dataset) if dataset is not None else []
-    vocabulary = list_attributes(db)
-    if not vocabulary:
-        raise UserError(
-            "the attribute vocabulary is empty: run `ddsem annotate` then `ddsem attributes extract`"
-        )
-    parsed = parse_query(text, Vocabulary(vocabulary, classes))
-    inputs = load_inputs(
-        db, method=method, set_name=set_name, seed=seed, mean_over_seeds=mean_over_seeds
-    )
-    return answer_query(inputs, parsed, top=top, images_per_result=images_per_result)
+    top: int,
+    images_per_result: int = 0,
+) -> QueryRanking:
+    """Rank the N distilled images (``influence`` N x T) by how well their influence finds the
+    ``positives`` among the ``members`` (both bool (T,)), each with its evidence."""
+    ap = average_precision(influence[:, members], positives[members][:, None])[:, 0, 0]
+    rate = float(positives.sum() / members.sum())
+    order = np.argsort(-ap, kind="stable")[: max(top, 0)].tolist()
+    pos_idx = np.flatnonzero(positives)
+    evidence = [
+        pos_idx[np.argsort(-influence[k, pos_idx], kind="stable")[:images_per_result]].tolist()
+        for k in order
+    ]
+    return QueryRanking(ap=ap, positive_rate=rate, order=order, evidence=evidence)

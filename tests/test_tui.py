@@ -20,6 +20,7 @@ from rich.color import Color
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
 from ddsem.db import open_db, views
+from ddsem.jobs import views as job_views
 from ddsem.tui import viewmodel as vm
 from ddsem.tui.render import UPPER_HALF, downsample, render_halfblocks
 
@@ -149,7 +150,7 @@ def test_precision_recall_matches_scikit_learn(seed):
     rng = np.random.default_rng(seed)
     scores = np.round(rng.normal(size=200), 1)  # rounding makes ties, which share a threshold
     labels = rng.random(200) < 0.2
-    curve = vm.precision_recall(scores, labels)
+    curve = job_views.precision_recall(scores, labels)
     precision, recall, _ = precision_recall_curve(labels, scores)
     precision, recall = precision[::-1], recall[::-1]  # from (recall 0, precision 1) on
     rises = np.r_[True, np.diff(recall) > 0]  # the thresholds where a positive is found
@@ -162,7 +163,7 @@ def test_precision_recall_matches_scikit_learn(seed):
 
 
 def test_precision_recall_without_positives_is_none():
-    assert vm.precision_recall(np.arange(5.0), np.zeros(5, bool)) is None
+    assert job_views.precision_recall(np.arange(5.0), np.zeros(5, bool)) is None
 
 
 def test_paging_clamps_and_labels():
@@ -295,11 +296,11 @@ def test_attribute_scores_ranked_by_ap(db, facts):
 
 def test_pr_curve_of_the_detail_view_matches_the_stored_ap(db, facts):
     """The curve drawn for (image, attribute, class filter) integrates to scikit-learn's AP."""
-    from ddsem.semantics import load_inputs
-
-    inputs = load_inputs(db, set_name="bptt", seed=0)
+    inputs = job_views.ranking_inputs(db, set_name="bptt", seed=0)
     for index, name, class_filter in [(1, "yellow", 1), (1, "yellow", -1), (3, "blue sky", -1)]:
-        curve = vm.attribute_curve(inputs, index, [facts["attribute_ids"][name]], class_filter)
+        curve = job_views.attribute_curve(
+            inputs, index, [facts["attribute_ids"][name]], class_filter
+        )
         assert curve.average_precision == pytest.approx(
             facts["expected_ap"][(index, name, class_filter)]
         )
@@ -411,7 +412,6 @@ async def test_journey_open_a_set_and_an_image_then_go_back(db, facts):
 
 @pytest.mark.anyio
 async def test_journey_ask_yellow_cars_open_the_answer_and_go_back(db, facts):
-    from ddsem.semantics import ask
     from ddsem.tui.screens import DetailScreen, QueryScreen, SetsScreen
 
     app = make_app(db)
@@ -422,7 +422,7 @@ async def test_journey_ask_yellow_cars_open_the_answer_and_go_back(db, facts):
         assert isinstance(app.screen, QueryScreen)
         await pilot.press(*"yellow cars", "enter")
         await settle(pilot)
-        reference = ask(db, "yellow cars", set_name="bptt", top=10)  # the `ddsem query` path
+        reference = job_views.ask(db, "yellow cars", set_name="bptt", top=10)  # `ddsem query`
         rows = cells(app.screen.query_one("#answers"))
         assert [r[1] for r in rows] == [f"#{r.distilled_index}" for r in reference.results]
         assert rows[0][1] == "#1" and rows[0][2] == "automobile"

@@ -1,8 +1,9 @@
 """The Textual application: global keys, the database, the screen stack.
 
 Imported only by the ``tui`` command (and tests): ``import ddsem.tui`` alone loads no Textual.
-The database layer is imported and opened in a worker thread on first use, so the first screen
-is drawn while SQLAlchemy loads.
+The database is opened (through ``ddsem.jobs.views``, the TUI's read layer, which imports the
+database layer) in a worker thread on first use, so the first screen is drawn while SQLAlchemy
+loads.
 """
 
 from __future__ import annotations
@@ -18,15 +19,15 @@ from ddsem.tui.screens import DataScreen, HelpScreen, QueryScreen, SetsScreen, d
 from ddsem.tui.style import CSS
 
 if TYPE_CHECKING:
-    from ddsem.db import Database
-    from ddsem.db.views import SetOverview
+    from ddsem.jobs.views import Database, SetOverview
 
 
 def _open(target: str) -> Database:
-    """Open an existing database (imports the database layer: runs in a worker thread)."""
-    from ddsem.db import open_db, views  # noqa: F401  (views: imported here, off the UI thread)
+    """Open an existing database (imports the read layer and the database layer: runs in a
+    worker thread)."""
+    from ddsem.jobs import views
 
-    return open_db(target, create=False)
+    return views.open_database(target)
 
 
 class DdsemApp(App):

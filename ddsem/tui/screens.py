@@ -26,9 +26,9 @@ from ddsem.tui.widgets import Picture, TileGrid
 
 
 class Deferred:
-    """A module whose functions are imported when called, not when named: the database layer
-    (SQLAlchemy and SQLModel, half a second to import) then loads in a worker thread, behind
-    the first screen."""
+    """A module whose functions are imported when called, not when named: the read layer and
+    the database layer under it (SQLAlchemy and SQLModel, half a second to import) then load in
+    a worker thread, behind the first screen."""
 
     def __init__(self, module: str) -> None:
         self.module = module
@@ -42,11 +42,11 @@ class Deferred:
 
 
 if TYPE_CHECKING:
-    from ddsem.db import views
-    from ddsem.semantics import Answer, RankingInputs
+    from ddsem.jobs import views
+    from ddsem.jobs.views import Answer, RankingInputs
     from ddsem.tui.app import DdsemApp
 else:
-    views = Deferred("ddsem.db.views")
+    views = Deferred("ddsem.jobs.views")
 
 R = TypeVar("R")
 
@@ -504,14 +504,12 @@ class DetailScreen(DataScreen):
         try:
             inputs = self.inputs.get(scope)
             if inputs is None:
-                from ddsem.semantics import load_inputs
-
                 inputs = await self.read(
-                    load_inputs, set_name=self.overview.name, **vm.scope_arguments(scope)
+                    views.ranking_inputs, set_name=self.overview.name, **vm.scope_arguments(scope)
                 )
                 self.inputs[scope] = inputs
             curve = await self.compute(
-                vm.attribute_curve, inputs, self.index, attribute_ids, self.class_filter
+                views.attribute_curve, inputs, self.index, attribute_ids, self.class_filter
             )
         except Exception as e:
             self.clear_curve(describe_error(e))
@@ -530,7 +528,7 @@ class DetailScreen(DataScreen):
         self.query_one("#curve-title", Static).update("precision-recall\n")
         self.hint("#curve-hint", message)
 
-    def draw_curve(self, curve: vm.PrCurve, label: str) -> None:
+    def draw_curve(self, curve: views.PrCurve, label: str) -> None:
         plot = self.query_one("#curve")
         plt = plot.plt
         plt.clear_data()
@@ -650,8 +648,6 @@ class QueryScreen(DataScreen):
 
     @work(exclusive=True, group="ask")
     async def ask(self, text: str) -> None:
-        from ddsem.semantics import ask
-
         overview = self.ddsem.sets.get(self.set_id) if self.set_id is not None else None
         table = self.query_one("#answers", OpenTable)
         if overview is None:
@@ -662,8 +658,8 @@ class QueryScreen(DataScreen):
         table.loading = True
         try:
             answer = await self.read(
-                ask, text, set_name=overview.name, top=overview.num_images,
-                images_per_result=EVIDENCE_IMAGES,
+                views.ask, text, set_name=overview.name, top=overview.num_images,
+                images=EVIDENCE_IMAGES,
             )  # fmt: skip
             ids = await self.read(views.attribute_ids, answer.parsed.attributes)
             self.classes_ = await self.read(views.class_names, overview.dataset)

@@ -1,4 +1,4 @@
-"""Database views -> tiles ready to draw (PNG decode and half-block rendering, run in workers)."""
+"""Read-layer views -> tiles ready to draw (PNG decode and half-block rendering, in workers)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from ddsem.tui.render import Rows, downsample, halfblock_rows, text_rows
 from ddsem.tui.viewmodel import class_name, format_value
 
 if TYPE_CHECKING:
-    from ddsem.db.views import ImageView, InfluencedImage, RealImage
-    from ddsem.semantics import QueryResult
+    from ddsem.jobs.views import ImageView, InfluencedImage, RankedImage, RealImage
 
 COMPACT_FACTOR = 2  # compact tiles draw a 32 x 32 image at 16 x 16
 
@@ -29,7 +28,7 @@ class TileData:
 
 def picture(png: bytes | None, compact: bool) -> Rows:
     """The PNG drawn in half blocks (halved when compact); a placeholder when it is missing."""
-    from ddsem.db.codec import png_to_array  # the database layer: loaded by now, off the UI thread
+    from ddsem.jobs.views import png_to_array  # the read layer: loaded by now, off the UI thread
 
     if png is None:
         return text_rows(Text("(not stored)", style="dim"))
@@ -53,7 +52,7 @@ def influenced_tile(image: InfluencedImage, compact: bool) -> TileData:
 
 
 def evidence_tiles(
-    result: QueryResult, images: dict[int, RealImage], classes: list[str], compact: bool = True
+    result: RankedImage, images: dict[int, RealImage], classes: list[str], compact: bool = True
 ) -> list[TileData]:
     """A query answer's most influenced positive test images, with class and influence."""
     out = []

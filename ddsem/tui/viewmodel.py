@@ -1,5 +1,6 @@
 """What the screens show, as plain functions: table rows, empty-state hints, paging, grid moves
-and precision-recall points. No Textual here, so all of it is unit-tested without an app."""
+and scopes. No Textual here, so all of it is unit-tested without an app. The numbers (scores,
+answers, precision-recall curves) come from the read layer, ``ddsem.jobs.views``."""
 
 from __future__ import annotations
 
@@ -8,13 +9,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
 from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from ddsem.db.views import ScoreView, SetOverview
-    from ddsem.semantics import Answer, QueryResult, RankingInputs
+    from ddsem.jobs.views import Answer, RankedImage, ScoreView, SetOverview
 
 T = TypeVar("T")
 DASH = "\u2014"
@@ -187,56 +186,7 @@ def move_index(index: int, direction: str, count: int, columns: int) -> int:
     return target if 0 <= target < count else index
 
 
-# -- precision-recall ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PrCurve:
-    """Precision against recall when the test images are ranked by one distilled image's
-    influence, from (recall 0, precision 1) down the thresholds."""
-
-    recall: np.ndarray
-    precision: np.ndarray
-    average_precision: float  # the area under the step curve: scikit-learn's estimator
-    positives: int
-    total: int
-
-    def steps(self) -> tuple[list[float], list[float]]:
-        """Corner points of the step function whose area is the average precision."""
-        xs, ys = [float(self.recall[0])], [float(self.precision[0])]
-        for k in range(1, len(self.recall)):
-            xs += [float(self.recall[k - 1]), float(self.recall[k])]
-            ys += [float(self.precision[k]), float(self.precision[k])]
-        return xs, ys
-
-
-def precision_recall(scores: np.ndarray, positives: np.ndarray) -> PrCurve | None:
-    """The curve of ranking ``scores`` (highest first) for ``positives`` (None without any)."""
-    from ddsem.semantics import precision_recall_curve
-
-    labels = np.asarray(positives, dtype=bool)
-    if not labels.any():
-        return None
-    recall, precision = precision_recall_curve(np.asarray(scores), labels)
-    ap = float(np.sum(np.diff(recall) * precision[1:]))
-    return PrCurve(recall, precision, ap, int(labels.sum()), len(labels))
-
-
-def attribute_curve(
-    inputs: RankingInputs, distilled_index: int, attribute_ids: Sequence[int], class_filter: int
-) -> PrCurve | None:
-    """The PR curve of one distilled image for test images having every attribute in
-    ``attribute_ids``, among the test images of ``class_filter`` (-1: all of them)."""
-    column = {a.id: k for k, a in enumerate(inputs.attributes)}
-    if not attribute_ids or any(a not in column for a in attribute_ids):
-        return None
-    members = (
-        np.ones(len(inputs.test_classes), dtype=bool)
-        if class_filter < 0
-        else inputs.test_classes == class_filter
-    )
-    has_all = inputs.labels[:, [column[a] for a in attribute_ids]].all(axis=1)
-    return precision_recall(inputs.influence[distilled_index, members], has_all[members])
+# -- scopes and class filters --------------------------------------------------------------------
 
 
 def scope_arguments(scope: str) -> dict[str, object]:
@@ -284,7 +234,7 @@ def available_filters(
 ANSWER_COLUMNS = ("#", "image", "class", "AP", "lift")
 
 
-def answer_row(rank: int, result: QueryResult) -> tuple[str, ...]:
+def answer_row(rank: int, result: RankedImage) -> tuple[str, ...]:
     return (
         str(rank + 1),
         f"#{result.distilled_index}",
@@ -316,7 +266,7 @@ class Asked:
     total: int
 
 
-def asked_from(answer: Answer, result: QueryResult, attribute_ids: Sequence[int]) -> Asked:
+def asked_from(answer: Answer, result: RankedImage, attribute_ids: Sequence[int]) -> Asked:
     return Asked(
         tuple(attribute_ids),
         " & ".join(answer.parsed.attributes),
