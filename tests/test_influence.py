@@ -213,19 +213,19 @@ def test_check_statistics_against_numpy_and_scipy():
     assert floor.above_floor == pytest.approx(0.5)
 
 
-# -- the command line on real CIFAR-10 -----------------------------------------------------------
+# -- the command line, on synthetic images ------------------------------------------------------
 
 CLI_MODEL = ["--width", "8", "--steps", "10", "--test-limit", "50"]
 
 
-def _add_set(tmp_path, cifar, n: int = 10, name: str = "tiny", labels=None) -> None:
+def _add_set(tmp_path, synthetic, n: int = 10, name: str = "tiny", labels=None) -> None:
     from ddsem.data import normalize, stratified_indices
     from ddsem.db import open_db
     from ddsem.db.sets import add_distilled_set
 
-    idx = stratified_indices(cifar.train_y, n, 7)[:n]
-    x = normalize(cifar.train_x[idx]).numpy()
-    y = cifar.train_y[idx] if labels is None else np.asarray(labels)
+    idx = stratified_indices(synthetic.train_y, n, 7)[:n]
+    x = normalize(synthetic.train_x[idx]).numpy()
+    y = synthetic.train_y[idx] if labels is None else np.asarray(labels)
     db = open_db(tmp_path / "test.db")
     add_distilled_set(db, name, "bptt", x, y)
     db.close()
@@ -243,7 +243,7 @@ def _snapshot(tmp_path) -> dict[str, int]:
     }
 
 
-def _direct(cifar, tmp_path, seed: int) -> np.ndarray:
+def _direct(synthetic, tmp_path, seed: int) -> np.ndarray:
     """The same run computed in memory, for comparison with what the CLI stored."""
     from ddsem.data import normalize, stratified_indices
     from ddsem.db import open_db
@@ -252,22 +252,22 @@ def _direct(cifar, tmp_path, seed: int) -> np.ndarray:
     db = open_db(tmp_path / "test.db")
     images, labels = set_tensors(db, find_set(db, "tiny").id)
     db.close()
-    test = stratified_indices(cifar.test_y, 50, 0)
+    test = stratified_indices(synthetic.test_y, 50, 0)
     cfg = ModelConfig(width=8)
     return leave_one_out(
         cfg,
         TrainConfig(steps=10),
         torch.from_numpy(images),
         torch.from_numpy(labels),
-        normalize(cifar.test_x[test]),
-        torch.from_numpy(cifar.test_y[test]),
+        normalize(synthetic.test_x[test]),
+        torch.from_numpy(synthetic.test_y[test]),
         init_state(cfg, seed),
     ).influence
 
 
-def test_cli_computes_stores_and_answers(cli, tmp_path, cifar, cifar_path):
-    _add_set(tmp_path, cifar)
-    r = cli("influence", "--method", "bptt", "--seeds", "0,1", *CLI_MODEL, "--data", str(cifar_path), "--top-k", "5")  # fmt: skip
+def test_cli_computes_stores_and_answers(cli, tmp_path, synthetic, synthetic_path):
+    _add_set(tmp_path, synthetic)
+    r = cli("influence", "--method", "bptt", "--seeds", "0,1", *CLI_MODEL, "--data", str(synthetic_path), "--top-k", "5")  # fmt: skip
     assert r.code == 0, r.err
     assert "full-set model test accuracy" in r.out
 
@@ -282,7 +282,7 @@ def test_cli_computes_stores_and_answers(cli, tmp_path, cifar, cifar_path):
     matrix, test_indices = load_influence(db, runs[0].id)
     assert matrix.shape == (10, 50) and matrix.dtype == np.float32
     # The stored matrix is what an in-memory run of the same config computes, bit for bit.
-    np.testing.assert_array_equal(matrix, _direct(cifar, tmp_path, 0))
+    np.testing.assert_array_equal(matrix, _direct(synthetic, tmp_path, 0))
     # The initial state is kept: every model can be reproduced from it.
     blob = _sql(tmp_path, f"select init_state from influencerun where id = {runs[0].id}")[0][0]
     for k, v in init_state(ModelConfig(width=8), 0).items():
@@ -306,7 +306,7 @@ def test_cli_computes_stores_and_answers(cli, tmp_path, cifar, cifar_path):
     db.close()
 
     before = _snapshot(tmp_path)
-    again = cli("influence", "--method", "bptt", "--seeds", "0,1", *CLI_MODEL, "--data", str(cifar_path), "--top-k", "5")  # fmt: skip
+    again = cli("influence", "--method", "bptt", "--seeds", "0,1", *CLI_MODEL, "--data", str(synthetic_path), "--top-k", "5")  # fmt: skip
     assert again.code == 0 and again.out.count("already complete") == 2
     assert _snapshot(tmp_path) == before
 
@@ -321,15 +321,15 @@ def test_cli_computes_stores_and_answers(cli, tmp_path, cifar, cifar_path):
     assert [r["status"] for r in json.loads(summary.out)["runs"]] == ["complete", "complete"]
 
 
-def test_cli_refuses_a_different_config_unless_overwrite(cli, tmp_path, cifar, cifar_path):
-    _add_set(tmp_path, cifar)
-    assert cli("influence", "--method", "bptt", *CLI_MODEL, "--data", str(cifar_path)).code == 0
+def test_cli_refuses_a_different_config_unless_overwrite(cli, tmp_path, synthetic, synthetic_path):
+    _add_set(tmp_path, synthetic)
+    assert cli("influence", "--method", "bptt", *CLI_MODEL, "--data", str(synthetic_path)).code == 0
     before = _snapshot(tmp_path)
-    r = cli("influence", "--method", "bptt", "--width", "8", "--steps", "12", "--test-limit", "50", "--data", str(cifar_path))  # fmt: skip
+    r = cli("influence", "--method", "bptt", "--width", "8", "--steps", "12", "--test-limit", "50", "--data", str(synthetic_path))  # fmt: skip
     assert r.code == 2 and "train.steps 10 -> 12" in r.err and "--overwrite" in r.err
     assert len(r.err.strip().splitlines()) == 1
     assert _snapshot(tmp_path) == before
-    r = cli("influence", "--method", "bptt", "--width", "8", "--steps", "12", "--test-limit", "50", "--data", str(cifar_path), "--overwrite")  # fmt: skip
+    r = cli("influence", "--method", "bptt", "--width", "8", "--steps", "12", "--test-limit", "50", "--data", str(synthetic_path), "--overwrite")  # fmt: skip
     assert r.code == 0, r.err
     rows = _sql(tmp_path, "select status, config_json from influencerun")
     assert len(rows) == 1 and rows[0][0] == "complete"
@@ -337,10 +337,10 @@ def test_cli_refuses_a_different_config_unless_overwrite(cli, tmp_path, cifar, c
     assert _sql(tmp_path, "select count(*) from influencemodel")[0][0] == 11
 
 
-def test_cli_resumes_a_killed_run(cli, tmp_path, cifar, cifar_path, monkeypatch):
+def test_cli_resumes_a_killed_run(cli, tmp_path, synthetic, synthetic_path, monkeypatch):
     import ddsem.influence.loo as loo
 
-    _add_set(tmp_path, cifar)
+    _add_set(tmp_path, synthetic)
     real = loo.train_and_evaluate
     calls: list[list[int]] = []
 
@@ -351,7 +351,7 @@ def test_cli_resumes_a_killed_run(cli, tmp_path, cifar, cifar_path, monkeypatch)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(loo, "train_and_evaluate", killed_after_first_chunk)
-    r = cli("influence", "--method", "bptt", *CLI_MODEL, "--data", str(cifar_path), "--chunk", "4")  # fmt: skip
+    r = cli("influence", "--method", "bptt", *CLI_MODEL, "--data", str(synthetic_path), "--chunk", "4")  # fmt: skip
     assert r.code == 130
     assert _sql(tmp_path, "select status from influencerun") == [("running",)]
     assert _sql(tmp_path, "select count(*) from influencemodel")[0][0] == 4
@@ -367,7 +367,7 @@ def test_cli_resumes_a_killed_run(cli, tmp_path, cifar, cifar_path, monkeypatch)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(loo, "train_and_evaluate", counting)
-    r = cli("influence", "--method", "bptt", *CLI_MODEL, "--data", str(cifar_path), "--chunk", "4")  # fmt: skip
+    r = cli("influence", "--method", "bptt", *CLI_MODEL, "--data", str(synthetic_path), "--chunk", "4")  # fmt: skip
     assert r.code == 0, r.err
     assert sorted(trained) == sorted(set(range(-1, 10)) - set(calls[0]))
     from ddsem.db import open_db
@@ -375,13 +375,13 @@ def test_cli_resumes_a_killed_run(cli, tmp_path, cifar, cifar_path, monkeypatch)
 
     db = open_db(tmp_path / "test.db")
     (run,) = list_runs(db, 1)
-    np.testing.assert_array_equal(load_influence(db, run.id)[0], _direct(cifar, tmp_path, 0))
+    np.testing.assert_array_equal(load_influence(db, run.id)[0], _direct(synthetic, tmp_path, 0))
     db.close()
 
 
-def test_cli_check_real_context_and_figures(cli, tmp_path, cifar, cifar_path):
-    _add_set(tmp_path, cifar)
-    data = ["--data", str(cifar_path)]
+def test_cli_check_real_context_and_figures(cli, tmp_path, synthetic, synthetic_path):
+    _add_set(tmp_path, synthetic)
+    data = ["--data", str(synthetic_path)]
     assert cli("influence", "--method", "bptt", "--seeds", "0,1", *CLI_MODEL, *data).code == 0
     r = cli("influence", "--method", "bptt", "--context", "real", "--real-images", "20", *CLI_MODEL, *data)  # fmt: skip
     assert r.code == 0, r.err
@@ -426,19 +426,19 @@ def test_cli_check_real_context_and_figures(cli, tmp_path, cifar, cifar_path):
         (["--context", "mixed"], "unknown --context"),
     ],
 )
-def test_cli_bad_options(cli, tmp_path, cifar, cifar_path, args, message):
-    _add_set(tmp_path, cifar)
+def test_cli_bad_options(cli, tmp_path, synthetic, synthetic_path, args, message):
+    _add_set(tmp_path, synthetic)
     before = _snapshot(tmp_path)
-    r = cli("influence", "--method", "bptt", "--width", "8", "--steps", "2", "--data", str(cifar_path), *args)  # fmt: skip
+    r = cli("influence", "--method", "bptt", "--width", "8", "--steps", "2", "--data", str(synthetic_path), *args)  # fmt: skip
     assert r.code == 2 and message in r.err, r.err
     assert len(r.err.strip().splitlines()) == 1
     assert _snapshot(tmp_path) == before
 
 
-def test_cli_bad_sets(cli, tmp_path, cifar, cifar_path):
-    data = ["--data", str(cifar_path), "--width", "8", "--steps", "2", "--test-limit", "20"]
-    _add_set(tmp_path, cifar, n=1, name="single")
-    _add_set(tmp_path, cifar, n=3, name="offlabel", labels=[0, 1, 12])
+def test_cli_bad_sets(cli, tmp_path, synthetic, synthetic_path):
+    data = ["--data", str(synthetic_path), "--width", "8", "--steps", "2", "--test-limit", "20"]
+    _add_set(tmp_path, synthetic, n=1, name="single")
+    _add_set(tmp_path, synthetic, n=3, name="offlabel", labels=[0, 1, 12])
     before = _snapshot(tmp_path)
     cases = [
         (["--set", "single"], "at least 2"),
@@ -455,7 +455,7 @@ def test_cli_bad_sets(cli, tmp_path, cifar, cifar_path):
 
 
 def test_compute_module_does_not_import_storage_or_interfaces():
-    """DESIGN 2: compute modules take tensors and configs; only the CLI touches the database."""
+    """DESIGN 2: compute modules take tensors and configs; only jobs reach the database."""
     import ast
 
     import ddsem.influence

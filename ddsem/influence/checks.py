@@ -150,3 +150,12 @@ def align(
         position = {int(v): k for k, v in enumerate(t)}
         out.append(m[:, [position[int(v)] for v in common]])
     return out, common
+
+
+def seed_mean(
+    matrices: list[np.ndarray], test_indices: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The mean of several runs' (N, T_k) matrices over the test images they all share, and
+    those test indices (sorted): the seed mean that ``show`` ranks and ``check`` compares."""
+    aligned, common = align(matrices, test_indices)
+    return np.mean(np.stack(aligned), axis=0), common

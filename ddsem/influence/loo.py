@@ -227,7 +227,8 @@ def leave_one_out(
     progress: Progress | None = None,
     max_models_per_launch: int | None = None,
 ) -> LooResult:
-    """One seed's whole leave-one-out run in memory (the CLI does the same in stored chunks)."""
+    """One seed's whole leave-one-out run in memory (ddsem.jobs.influence does the same in
+    stored chunks)."""
     population = build_population(distilled_x, distilled_y, context, real_x, real_y)
     result = train_and_evaluate(
         model_cfg,
