@@ -32,32 +32,34 @@ from ddsem.config import (
     TrainConfig,
 )
 from ddsem.data import load_dataset, normalize, stratified_indices
-from ddsem.distill.bptt import BPTT
+from ddsem.distill import make_distiller
 from ddsem.distill.common import RealData, initial_set, run
-from ddsem.distill.dm import DM
 from ddsem.distill.experts import train_expert
-from ddsem.distill.gm import GM
-from ddsem.distill.tm import TM, resolve
+from ddsem.distill.tm import resolve
 from ddsem.runtime import resolve_device
 from ddsem.train import evaluate_population, initial_states, train_population
 
 PUBLISHED = {"gm": 44.9, "dm": 48.9, "tm": 65.3, "bptt": 58.0}
 
 
-def build(method, images, labels, real, model_cfg, args, experts, device):
+def build(method, start, real, model_cfg, args, experts, device):
     """The method at the benchmark's config, and a description of what was shrunk."""
     if method == "dm":
-        cfg = DMConfig(batch_real=args.batch_real)
-        return DM(images, labels, real, model_cfg, cfg, device), f"batch_real {cfg.batch_real}"
-    if method == "gm":
-        cfg = GMConfig(batch_real=args.batch_real)
-        d = GM(images, labels, real, model_cfg, cfg, device, args.ipc)
-        return d, f"batch_real {cfg.batch_real}, loops {d.outer_loop}/{d.inner_loop}"
-    if method == "tm":
+        cfg, note = DMConfig(batch_real=args.batch_real), f"batch_real {args.batch_real}"
+    elif method == "gm":
+        cfg, note = GMConfig(batch_real=args.batch_real), f"batch_real {args.batch_real}"
+    elif method == "tm":
         cfg = resolve(TMConfig(syn_steps=args.syn_steps, max_start_epoch=2), args.ipc)
-        return TM(images, labels, experts, model_cfg, cfg, device), f"syn_steps {cfg.syn_steps}"
-    cfg = BPTTConfig(batch_real=args.batch_real, inner_steps=args.inner_steps)
-    return BPTT(images, labels, real, model_cfg, cfg, device), f"inner_steps {cfg.inner_steps}"
+        note = f"syn_steps {cfg.syn_steps}"
+    else:
+        cfg = BPTTConfig(batch_real=args.batch_real, inner_steps=args.inner_steps)
+        note = f"inner_steps {cfg.inner_steps}"
+    d = make_distiller(
+        method, cfg, model_cfg, start, real=real, experts=experts, ipc=args.ipc, device=device
+    )
+    if method == "gm":
+        note += f", loops {d.outer_loop}/{d.inner_loop}"
+    return d, note
 
 
 def seconds_per_iteration(distiller, generator, iterations: int) -> float:
@@ -114,9 +116,7 @@ def main() -> None:
         for method in methods:
             g = torch.Generator().manual_seed(0)
             start = initial_set(real, args.ipc, "real", g)
-            distiller, note = build(
-                method, start.images, start.labels, real, model_cfg, args, experts, device
-            )
+            distiller, note = build(method, start, real, model_cfg, args, experts, device)
             sec = seconds_per_iteration(distiller, g, args.iterations)
             print(f"{method:6} {threads:>7} {sec:>12.3f}  {note}", flush=True)
 
@@ -127,8 +127,14 @@ def main() -> None:
         for batch_real in (64, 32, 16):
             g = torch.Generator().manual_seed(0)
             start = initial_set(real, 2, "real", g)
-            dm = DM(
-                start.images, start.labels, real, demo_cfg, DMConfig(batch_real=batch_real), device
+            dm = make_distiller(
+                "dm",
+                DMConfig(batch_real=batch_real),
+                demo_cfg,
+                start,
+                real=real,
+                ipc=2,
+                device=device,
             )
             sec = seconds_per_iteration(dm, g, args.iterations)
             print(
@@ -143,8 +149,14 @@ def main() -> None:
         for batch_real in (64, 32):
             g = torch.Generator().manual_seed(0)
             start = initial_set(real, 2, "real", g)
-            dm = DM(
-                start.images, start.labels, real, demo_cfg, DMConfig(batch_real=batch_real), device
+            dm = make_distiller(
+                "dm",
+                DMConfig(batch_real=batch_real),
+                demo_cfg,
+                start,
+                real=real,
+                ipc=2,
+                device=device,
             )
             t0 = time.perf_counter()
             run(dm, g, start=0, total=200)
@@ -184,15 +196,15 @@ def gpu_accuracy(data, real, device, args, methods) -> None:
     for method in methods:
         g = torch.Generator().manual_seed(0)
         start = initial_set(real, 10, "real", g)
-        if method == "dm":
-            d = DM(start.images, start.labels, real, model_cfg, DMConfig(), device)
-        elif method == "gm":
-            d = GM(start.images, start.labels, real, model_cfg, GMConfig(), device, 10)
-        elif method == "tm":
-            cfg = replace(resolve(TMConfig(), 10), max_start_epoch=20)
-            d = TM(start.images, start.labels, experts, model_cfg, cfg, device)
-        else:
-            d = BPTT(start.images, start.labels, real, model_cfg, BPTTConfig(), device)
+        cfg = {
+            "dm": DMConfig(),
+            "gm": GMConfig(),
+            "tm": replace(resolve(TMConfig(), 10), max_start_epoch=20),
+            "bptt": BPTTConfig(),
+        }[method]
+        d = make_distiller(
+            method, cfg, model_cfg, start, real=real, experts=experts, ipc=10, device=device
+        )
         t0 = time.perf_counter()
         run(d, g, start=0, total=args.gpu_iterations)
         wall = time.perf_counter() - t0

@@ -149,7 +149,7 @@ def test_tm_table_fills_per_ipc_settings():
     assert resolve(TMConfig(), 2).max_start_epoch == 2  # the entry at or below
 
 
-# -- each method on real CIFAR-10 ----------------------------------------------------------------
+# -- each method: gradients on the synthetic data, improvement on real CIFAR-10 ------------------
 
 
 @pytest.fixture(scope="module")
@@ -165,15 +165,33 @@ def test_set(cifar):
     return normalize(cifar.test_x[idx]), torch.from_numpy(cifar.test_y[idx])
 
 
+def two_experts(data, limit: int | None = None) -> list[torch.Tensor]:
+    """Two short expert trajectories (3 epochs) on ``limit`` training images of ``data``."""
+    from ddsem.data import normalize, stratified_indices
+
+    idx = stratified_indices(data.train_y, limit, 0)
+    x, y = normalize(data.train_x[idx]), torch.from_numpy(data.train_y[idx])
+    cfg = ExpertConfig(epochs=3)
+    return [torch.from_numpy(train_expert(MODEL, cfg, x, y, seed)[0]) for seed in (0, 1)]
+
+
 @pytest.fixture(scope="module")
 def experts(cifar):
     """Two short expert trajectories on 1,000 real images."""
-    from ddsem.data import normalize, stratified_indices
+    return two_experts(cifar, 1000)
 
-    idx = stratified_indices(cifar.train_y, 1000, 0)
-    x, y = normalize(cifar.train_x[idx]), torch.from_numpy(cifar.train_y[idx])
-    cfg = ExpertConfig(epochs=3)
-    return [torch.from_numpy(train_expert(MODEL, cfg, x, y, seed)[0]) for seed in (0, 1)]
+
+@pytest.fixture(scope="module")
+def synthetic_real(synthetic):
+    return RealData(
+        synthetic.train_x, synthetic.train_y, synthetic.num_classes, torch.device("cpu")
+    )
+
+
+@pytest.fixture(scope="module")
+def synthetic_experts(synthetic):
+    """Two short expert trajectories on the 200 synthetic training images."""
+    return two_experts(synthetic)
 
 
 def retrained_accuracy(images, labels, test_set) -> float:
@@ -222,10 +240,11 @@ def test_method_improves_on_its_real_initialisation(method, real, test_set, expe
 
 
 @pytest.mark.parametrize("method", ["dm", "gm", "tm", "bptt"])
-def test_gradients_reach_the_images(method, real, experts):
+def test_gradients_reach_the_images(method, synthetic_real, synthetic_experts):
+    real = synthetic_real
     g = torch.Generator().manual_seed(3)
     start = initial_set(real, 1, "noise", g)
-    distiller, _ = make(method, start.images, start.labels, real, experts)
+    distiller, _ = make(method, start.images, start.labels, real, synthetic_experts)
     if method == "bptt":
         distiller.cfg = replace(distiller.cfg, inner_steps=3)
     if method == "tm":
@@ -278,8 +297,8 @@ def _tensors(tmp_path, name: str) -> tuple[np.ndarray, np.ndarray]:
         store.close()
 
 
-def test_resumed_run_equals_uninterrupted_run(cli, tmp_path, cifar_path):
-    data = ["--data", str(cifar_path)]
+def test_resumed_run_equals_uninterrupted_run(cli, tmp_path, synthetic_path):
+    data = ["--data", str(synthetic_path)]
     common = [
         *DM_ARGS,
         *data,
@@ -307,8 +326,8 @@ def test_resumed_run_equals_uninterrupted_run(cli, tmp_path, cifar_path):
     assert json.loads(straight.out)["method"] == "dm"
 
 
-def test_tm_experts_resume_and_evaluate_from_the_command_line(cli, tmp_path, cifar_path):
-    data = ["--data", str(cifar_path)]
+def test_tm_experts_resume_and_evaluate_from_the_command_line(cli, tmp_path, synthetic_path):
+    data = ["--data", str(synthetic_path)]
     small = ["--width", "8", "--real-limit", "200"]
     tm = [
         "--method",
@@ -363,8 +382,10 @@ def test_tm_experts_resume_and_evaluate_from_the_command_line(cli, tmp_path, cif
     assert json.loads(cli(*args).out) == result  # stored: a re-run reads, it does not retrain
 
 
-def test_bad_input_is_one_line_exit_2_and_leaves_the_database_unchanged(cli, tmp_path, cifar_path):
-    data = ["--data", str(cifar_path)]
+def test_bad_input_is_one_line_exit_2_and_leaves_the_database_unchanged(
+    cli, tmp_path, synthetic_path
+):
+    data = ["--data", str(synthetic_path)]
     db = str(tmp_path / "test.db")
     assert cli("distill", *DM_ARGS, *data, "--iterations", "4", "--stop-after", "2").code == 0
     before = _rows(db)

@@ -20,18 +20,9 @@ import torch.nn.functional as F
 
 from ddsem.config import ModelConfig
 from ddsem.data import MEAN, STD
+from ddsem.distill import INITS, METHODS, check_method  # noqa: F401  (re-exported)
 from ddsem.errors import UserError
 from ddsem.models import build_model, has_batch_statistics
-
-METHODS = ("dm", "gm", "tm", "bptt")
-INITS = ("real", "noise", "xavier")
-
-
-def check_method(method: str) -> str:
-    m = (method or "").strip().lower()
-    if m not in METHODS:
-        raise UserError(f"unknown distillation method {method!r}: use one of {', '.join(METHODS)}")
-    return m
 
 
 def check_model(model_cfg: ModelConfig) -> None:

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 import torch
 
 from ddsem.config import DCEvalConfig, ModelConfig, TrainConfig
+from ddsem.distill import PROTOCOLS
 from ddsem.errors import UserError
 from ddsem.train import evaluate_population, initial_states, train_population
-
-PROTOCOLS = ("paper", "dc")
 
 
 def protocol_phases(
