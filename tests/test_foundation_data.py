@@ -139,12 +139,29 @@ def test_real_cifar10_counts_and_channel_means(cifar):
     np.testing.assert_allclose(means, [0.491, 0.482, 0.447], atol=0.002)
 
 
-def test_data_info_cli_on_real_data(cli, cifar_path):
-    r = cli("data", "info", "--data", str(cifar_path), "--json")
+def test_data_info_and_prepare_cli(cli, synthetic, synthetic_path):
+    r = cli("data", "info", "--data", str(synthetic_path), "--json")
     assert r.code == 0, r.err
     import json
 
     info = json.loads(r.out)
-    assert info["splits"]["train"]["images"] == 50000
-    assert info["splits"]["test"]["per_class"]["truck"] == 1000
-    assert abs(info["splits"]["train"]["channel_mean"][0] - 0.491) < 0.002
+    assert info["dataset"] == "cifar10" and info["source"] == str(synthetic_path)
+    assert info["splits"]["train"]["images"] == 200
+    assert info["splits"]["test"]["per_class"]["truck"] == 10
+    means = synthetic.train_x.reshape(-1, 3).mean(0) / 255.0
+    np.testing.assert_allclose(info["splits"]["train"]["channel_mean"], means, atol=1e-4)
+
+    r = cli("data", "info", "--data", str(synthetic_path))
+    assert r.code == 0, r.err
+    lines = r.out.splitlines()
+    assert lines[0] == f"cifar10 from {synthetic_path}" and lines[1] == f"cache: {info['cache']}"
+    total = next(line for line in lines if "total" in line)
+    assert [t for t in total.split() if t.isalnum()] == ["total", "200", "100"]
+    test = info["splits"]["test"]
+    assert lines[-1] == f"test: channel mean {test['channel_mean']}  std {test['channel_std']}"
+
+    r = cli("data", "prepare", "--data", str(synthetic_path))
+    assert r.code == 0, r.err
+    assert r.out.strip() == f"cifar10: 200 train, 100 test images; cache {info['cache']}"
+    r = cli("data", "info", "--data", str(synthetic_path), "--dataset", "mnist")
+    assert r.code == 2 and "unknown dataset 'mnist': use cifar10 or cifar100" in r.err

@@ -1,6 +1,8 @@
-"""``ddsem data info|prepare``: find, verify and decode a data set."""
+"""``ddsem data info|prepare``: find, verify and decode a data set (``ddsem.jobs.data``)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import typer
 
@@ -8,63 +10,48 @@ from ddsem.cli import common
 
 app = typer.Typer(help="Find, verify and unpack CIFAR-10/100.", no_args_is_help=True)
 
-DATA_HELP = (
-    "torchvision's cifar-10-batches-py folder, an image folder {train,test}/<class>/*.jpg, "
-    "or its .tar.gz [default: $DDSEM_DATA]"
-)
-
 
 @app.command("info")
 def info(
-    data: str = typer.Option(None, "--data", help=DATA_HELP),
+    data: str = common.data_option(),
     dataset: str = typer.Option("cifar10", "--dataset", help="cifar10 or cifar100."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: bool = common.json_option(),
 ) -> None:
     """Per-split and per-class counts, channel means and stds, and the cache location."""
-    import numpy as np
+    from ddsem.jobs import data as job
 
-    from ddsem.data import load_dataset
-
-    d = load_dataset(data, dataset)
-    out: dict = {"dataset": d.name, "source": d.source, "cache": d.cache_path, "splits": {}}
-    for split in ("train", "test"):
-        x, y = d.split(split)
-        pix = x.reshape(-1, 3).astype(np.float64) / 255.0
-        out["splits"][split] = {
-            "images": int(len(y)),
-            "per_class": {c: int((y == k).sum()) for k, c in enumerate(d.classes)},
-            "channel_mean": [round(float(v), 4) for v in pix.mean(0)],
-            "channel_std": [round(float(v), 4) for v in pix.std(0)],
-        }
+    request = job.DataRequest(dataset=dataset)  # checked before the data is looked for
+    d = job.info(replace(request, data=common.data_source(data, dataset)))
     if as_json:
-        common.print_json(out)
+        common.print_json(d.as_json())
         return
-    common.echo(f"{d.name} from {d.source}")
-    common.echo(f"cache: {d.cache_path}")
-    rows = []
-    for c in d.classes:
-        rows.append(
-            [c, out["splits"]["train"]["per_class"][c], out["splits"]["test"]["per_class"][c]]
-        )
-    rows.append(["total", out["splits"]["train"]["images"], out["splits"]["test"]["images"]])
+    common.echo(f"{d.dataset} from {d.source}")
+    common.echo(f"cache: {d.cache}")
+    train, test = d.splits["train"], d.splits["test"]
+    rows = [[c, train["per_class"][c], test["per_class"][c]] for c in d.classes]
+    rows.append(["total", train["images"], test["images"]])
     common.table("images per class", ["class", "train", "test"], rows)
     for split in ("train", "test"):
-        s = out["splits"][split]
+        s = d.splits[split]
         common.echo(f"{split}: channel mean {s['channel_mean']}  std {s['channel_std']}")
 
 
 @app.command("prepare")
 def prepare(
-    data: str = typer.Option(None, "--data", help=DATA_HELP),
+    data: str = common.data_option(),
     dataset: str = typer.Option("cifar10", "--dataset", help="cifar10 or cifar100."),
     download: bool = typer.Option(
         False, "--download", help="Download with torchvision (needs a network)."
     ),
 ) -> None:
     """Decode the data set once into the cache, so every later command loads it in a second."""
-    from ddsem.data import load_dataset
+    from ddsem.jobs import data as job
 
-    d = load_dataset(None if download and not data else data, dataset, download=download)
+    request = job.DataRequest(dataset=dataset, download=download)
+    if data or not download:  # --download alone: torchvision's download, nothing to look for
+        request = replace(request, data=common.data_source(data, dataset))
+    d = job.prepare(request)
     common.echo(
-        f"{d.name}: {len(d.train_y)} train, {len(d.test_y)} test images; cache {d.cache_path}"
+        f"{d.dataset}: {d.splits['train']['images']} train, {d.splits['test']['images']} test "
+        f"images; cache {d.cache}"
     )

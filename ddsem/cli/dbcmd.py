@@ -1,27 +1,26 @@
-"""``ddsem db info|export``: what the database holds, and flat exports for other tools."""
+"""``ddsem db info|export``: what the database holds, and flat exports for other tools
+(``ddsem.jobs.database``)."""
 
 from __future__ import annotations
 
 import typer
 
 from ddsem.cli import common
-from ddsem.errors import UserError
 
 app = typer.Typer(help="Inspect and export the database.", no_args_is_help=True)
 
 
 @app.command("info")
-def info(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def info(as_json: bool = common.json_option()) -> None:
     """Schema version and the number of rows in every table."""
-    from ddsem.db.admin import table_counts
+    from ddsem.jobs import database as job
 
-    db = common.open_database(create=False)
-    counts = table_counts(db)
+    result = job.info(common.workspace(create=False, quiet=as_json))
     if as_json:
-        common.print_json({"url": db.url, "tables": counts})
+        common.print_json(result.as_json())
         return
-    common.echo(f"database: {db.url}")
-    common.table("rows per table", ["table", "rows"], [[k, v] for k, v in counts.items()])
+    common.echo(f"database: {result.url}")
+    common.table("rows per table", ["table", "rows"], [[k, v] for k, v in result.tables.items()])
 
 
 @app.command("export")
@@ -38,23 +37,8 @@ def export(
     ),
 ) -> None:
     """Write one table as flat rows with names resolved (set, attribute, class, ...)."""
-    from ddsem.db import export as ex
+    from ddsem.jobs import database as job
 
-    if what not in ex.WHAT:
-        raise UserError(f"unknown --what {what!r}: use scores, influence-topk or annotations")
-    path, fmt = ex.check_target(out, fmt)
-    if set_name and what == "annotations":
-        raise UserError("--set applies to scores and influence-topk, not annotations")
-    db = common.open_database(create=False)
-    if what == "scores":
-        rows, columns, hint = ex.scores_for_export(db, set_name), ex.SCORE_COLUMNS, "`ddsem rank`"
-    elif what == "influence-topk":
-        rows, columns, hint = ex.topk_for_export(db, set_name), ex.TOPK_COLUMNS, "`ddsem influence`"
-    else:
-        rows, columns = ex.annotations_for_export(db), ex.ANNOTATION_COLUMNS
-        hint = "`ddsem annotate`"
-    if not rows:
-        where = f" for set {set_name!r}" if set_name else ""
-        raise UserError(f"no {what} to export{where} yet: {hint} makes them")
-    ex.write_rows(rows, columns, path, fmt)
-    common.echo(f"wrote {len(rows)} {what} rows to {path} ({fmt})")
+    request = job.ExportRequest(what, out, fmt, set_name)
+    result = job.export(common.workspace(create=False), request)
+    common.echo(f"wrote {result.rows} {result.what} rows to {result.path} ({result.fmt})")

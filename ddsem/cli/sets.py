@@ -1,13 +1,11 @@
-"""``ddsem sets import|list|show|export|delete``: distilled sets in the database."""
+"""``ddsem sets import|list|show|export|delete``: distilled sets in the database
+(``ddsem.jobs.sets``)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import typer
 
 from ddsem.cli import common
-from ddsem.errors import UserError
 
 app = typer.Typer(help="Import, list, show and export distilled sets.", no_args_is_help=True)
 
@@ -37,49 +35,27 @@ def import_set(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a set of the same name."),
 ) -> None:
     """Import someone's distilled set (loaded with torch.load(weights_only=True) only)."""
-    from ddsem.db.sets import add_distilled_set
-    from ddsem.distill.formats import load_distilled, validate
+    from ddsem.jobs import sets as job
 
-    num_classes = {"cifar10": 10, "cifar100": 100}.get(dataset)
-    if num_classes is None:
-        raise UserError(f"unknown dataset {dataset!r}: use cifar10 or cifar100")
-    loaded = validate(
-        load_distilled(path, fmt, exp=exp, labels_path=labels, lr_path=lr), num_classes
-    )
-    db = common.open_database()
-    summary = add_distilled_set(
-        db,
-        name or method.lower(),
-        method.lower(),
-        loaded.images,
-        loaded.labels,
-        dataset=dataset,
-        synthetic_lr=loaded.synthetic_lr,
-        provenance={
-            "imported_from": str(Path(path).resolve()),
-            "format": loaded.fmt,
-            **loaded.extra,
-        },
-        overwrite=overwrite,
-    )
+    request = job.ImportRequest(path, method, name, fmt, exp, labels, lr, dataset, overwrite)
+    result = job.import_set(common.workspace(), request)
+    s = result.summary
     common.echo(
-        f"imported {summary.num_images} images ({summary.ipc} per class, {loaded.fmt} format) "
-        f"as set {summary.name!r} (method {summary.method})"
+        f"imported {s.num_images} images ({s.ipc} per class, {result.fmt} format) "
+        f"as set {s.name!r} (method {s.method})"
     )
 
 
 @app.command("list")
-def list_sets(
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-) -> None:
+def list_sets(as_json: bool = common.json_option()) -> None:
     """Every distilled set in the database."""
-    from ddsem.db.sets import list_sets as _list
+    from ddsem.jobs import sets as job
 
-    sets = _list(common.open_database())
+    listing = job.list_sets(common.workspace(quiet=as_json))
     if as_json:
-        common.print_json([s.as_json() for s in sets])
+        common.print_json(listing.as_json())
         return
-    if not sets:
+    if not listing.sets:
         common.echo(
             "no distilled sets yet: `ddsem sets import FILE --method NAME` or `ddsem distill`"
         )
@@ -87,7 +63,7 @@ def list_sets(
     common.table(
         "distilled sets",
         ["name", "method", "dataset", "images", "ipc", "created"],
-        [[s.name, s.method, s.dataset, s.num_images, s.ipc, s.created_at] for s in sets],
+        [[s.name, s.method, s.dataset, s.num_images, s.ipc, s.created_at] for s in listing.sets],
     )
 
 
@@ -95,39 +71,27 @@ def list_sets(
 def show(
     name: str = typer.Argument(None, help="Set name [or use --method]."),
     method: str = typer.Option(None, "--method", help="The newest set of this method."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: bool = common.json_option(),
 ) -> None:
     """One set: provenance, labels per class and pixel statistics."""
-    import numpy as np
+    from ddsem.jobs import sets as job
 
-    from ddsem.db.sets import find_set, set_tensors
-
-    db = common.open_database()
-    s = find_set(db, name, method)
-    images, labels = set_tensors(db, s.id)
-    per_class = np.bincount(labels).tolist()
-    stats = {
-        "per_class": per_class,
-        "pixel_min": float(images.min()),
-        "pixel_max": float(images.max()),
-        "pixel_mean": float(images.mean()),
-    }
+    d = job.show(common.workspace(quiet=as_json), name, method)
     if as_json:
-        common.print_json({**s.as_json(), **stats})
+        common.print_json(d.as_json())
         return
+    s = d.summary
     common.echo(
         f"set {s.name!r}: method {s.method}, {s.num_images} images, {s.ipc} per class, {s.dataset}"
     )
-    common.echo(f"images per class: {per_class}")
+    common.echo(f"images per class: {d.per_class}")
     common.echo(
-        f"normalised pixels: min {stats['pixel_min']:.3f}  max {stats['pixel_max']:.3f}  "
-        f"mean {stats['pixel_mean']:.3f}"
+        f"normalised pixels: min {d.pixel_min:.3f}  max {d.pixel_max:.3f}  mean {d.pixel_mean:.3f}"
     )
     if s.synthetic_lr is not None:
         common.echo(f"learned synthetic learning rate: {s.synthetic_lr:g}")
     for k, v in s.provenance.items():
-        text = str(v)
-        common.echo(f"  {k}: {text[:200]}")
+        common.echo(f"  {k}: {str(v)[:200]}")
 
 
 @app.command("export")
@@ -138,27 +102,16 @@ def export(
     png: str = typer.Option(None, "--png", help="PNG grid of the images [default: beside --out]."),
 ) -> None:
     """Write the set in the paper's dict format and as a PNG grid (clipped only for display)."""
-    from ddsem.data import denormalize
-    from ddsem.db.sets import find_set, set_tensors
-    from ddsem.distill.formats import export_paper
-    from ddsem.plots import image_grid
+    from ddsem.jobs import sets as job
 
-    db = common.open_database()
-    s = find_set(db, name, method)
-    images, labels = set_tensors(db, s.id)
-    out_path = Path(out).expanduser()
-    if not out_path.parent.exists():
-        raise UserError(f"output folder does not exist: {out_path.parent}")
-    export_paper(out_path, images, labels)
-    png_path = Path(png) if png else out_path.with_suffix(".png")
-    image_grid(denormalize(images), png_path, titles=[str(int(v)) for v in labels], cols=10)
-    common.echo(f"wrote {out_path} and {png_path}")
+    result = job.export(common.workspace(), job.ExportRequest(out, name, method, png))
+    common.echo(f"wrote {result.out} and {result.png}")
 
 
 @app.command("delete")
 def delete(name: str = typer.Argument(..., help="Set name.")) -> None:
     """Remove a set and its images."""
-    from ddsem.db.sets import delete_set
+    from ddsem.jobs import sets as job
 
-    delete_set(common.open_database(), name)
+    job.delete(common.workspace(), name)
     common.echo(f"deleted set {name!r}")

@@ -12,17 +12,16 @@ from ddsem.errors import UserError
 
 
 def tui(
-    db: str = typer.Option(
-        None, "--db", help="Database file or SQLAlchemy URL [default: the global --db]."
-    ),
     ask: str = typer.Option(
         "", "--ask", help='Open with this question asked, e.g. --ask "yellow cars".'
     ),
 ) -> None:
-    """Explore sets, distilled images, influence, attributes and questions with the keyboard."""
+    """Explore sets, distilled images, influence, attributes and questions with the keyboard.
+
+    The database is the global --db, given before or after tui."""
     from ddsem.tui import run
 
-    target = database_target(db or common.OPTIONS.db)
+    target = database_target(common.OPTIONS.db)
     path = sqlite_path(target)
     if path is not None:
         _check_ddsem_file(path)
