@@ -46,7 +46,10 @@ def test_job_modules_import_without_torch():
     ("argv", "expected"),
     [
         (["sets", "list", "--db", "x.db"], ["--db", "x.db", "sets", "list"]),
-        (["distill", "--device=cpu", "--method", "dm"], ["--device=cpu", "distill", "--method", "dm"]),
+        (
+            ["distill", "--device=cpu", "--method", "dm"],
+            ["--device=cpu", "distill", "--method", "dm"],
+        ),
         (["rank", "--seed", "1", "-q"], ["--seed", "1", "-q", "rank"]),
         (["influence", "--seeds", "0,1"], ["influence", "--seeds", "0,1"]),  # not --seed
         (["query", "--", "--seed"], ["query", "--", "--seed"]),  # after -- nothing moves

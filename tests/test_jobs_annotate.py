@@ -297,16 +297,16 @@ def test_sets_import_list_show_export_delete(workspace, tmp_path):
     with pytest.raises(UserError, match="file does not exist"):
         sets_job.import_set(workspace, sets_job.ImportRequest(tmp_path / "none.pt", "gm"))
     with pytest.raises(UserError, match="output folder does not exist"):
-        sets_job.export(workspace, sets_job.ExportRequest(tmp_path / "no" / "x.pt", "bptt"))
+        sets_job.export(workspace, sets_job.SetExportRequest(tmp_path / "no" / "x.pt", "bptt"))
     assert table_counts(workspace.db) == before
 
     out = tmp_path / "out.pt"
-    result = sets_job.export(workspace, sets_job.ExportRequest(out, "bptt"))
+    result = sets_job.export(workspace, sets_job.SetExportRequest(out, "bptt"))
     assert result.out == out and result.png == tmp_path / "out.png" and result.png.stat().st_size
     back = torch.load(out, weights_only=True)
     assert np.array_equal(back["data"].numpy(), images)
     # Onto an existing file: it is replaced (today's behaviour).
-    sets_job.export(workspace, sets_job.ExportRequest(out, method="dm"))
+    sets_job.export(workspace, sets_job.SetExportRequest(out, method="dm"))
     assert np.array_equal(torch.load(out, weights_only=True)["data"].numpy(), images)
 
     sets_job.delete(workspace, "mine")
@@ -325,16 +325,18 @@ def test_database_info_and_export(workspace, synthetic, tmp_path):
     assert info.as_json()["tables"]["annotation"] == 20 and info.url.startswith("sqlite")
 
     out = tmp_path / "ann.csv"
-    result = database_job.export(workspace, database_job.ExportRequest("annotations", out))
+    result = database_job.export(workspace, database_job.TableExportRequest("annotations", out))
     assert (result.rows, result.fmt, result.path) == (20, "csv", out)
     with open(out, newline="") as f:
         assert len(list(csv.DictReader(f))) == 20
     with pytest.raises(UserError, match=r"no scores to export yet: `ddsem rank` makes them"):
-        database_job.export(workspace, database_job.ExportRequest("scores", tmp_path / "s.json"))
+        database_job.export(
+            workspace, database_job.TableExportRequest("scores", tmp_path / "s.json")
+        )
     for fields, message in [
         (("nope", "x.csv"), "unknown --what 'nope'"),
         (("scores", "x.xlsx"), "unknown export format 'xlsx'"),
         (("annotations", "x.csv", None, "bptt"), "--set applies to scores"),
     ]:
         with pytest.raises(UserError, match=message):
-            database_job.ExportRequest(*fields)
+            database_job.TableExportRequest(*fields)

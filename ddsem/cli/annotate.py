@@ -71,7 +71,11 @@ def annotate(
         dataset=dataset,
     )  # checked before the data is looked for
     request = replace(request, data=common.data_source(data, dataset))
-    result = job.run(common.workspace(), request)
+    render(job.run(common.workspace(), request))
+
+
+def render(result) -> None:
+    """What `ddsem annotate` prints after the work (the demo prints the same)."""
     if result.nothing_to_do:
         common.echo(
             f"all {result.images} images already have {result.annotator} ({result.model}) "

@@ -46,7 +46,11 @@ def extract(
     from ddsem.jobs import attributes as job
 
     request = job.ExtractRequest(min_df, max_terms, annotator, model)
-    r = job.extract(common.workspace(), request)
+    render_extract(job.extract(common.workspace(), request))
+
+
+def render_extract(r) -> None:
+    """What `ddsem attributes extract` prints (the demo prints the same)."""
     common.echo(
         f"{r.candidates} candidate attributes from {r.answers} answers of {r.annotator} "
         f"({r.model}): {r.added} new, {r.kept} kept, {r.removed} removed"

@@ -81,29 +81,6 @@ def workspace(create: bool = True, *, quiet: bool = False) -> Workspace:
     )
 
 
-# -- transitional: removed once every face runs through a job -------------------------------------
-
-
-def open_database(create: bool = True):
-    from ddsem.db import open_db
-
-    return open_db(OPTIONS.db, create=create)
-
-
-def device():
-    from ddsem.runtime import resolve_device
-
-    return resolve_device(OPTIONS.device)
-
-
-def default_set_name(db, set_name, method):
-    if set_name or method:
-        return set_name
-    from ddsem.jobs.common import resolve_set
-
-    return resolve_set(db, None, None).name
-
-
 class RichProgress:
     """The jobs' progress protocol as rich bars on stderr and notes as lines on stdout."""
 

@@ -39,6 +39,6 @@ def export(
     """Write one table as flat rows with names resolved (set, attribute, class, ...)."""
     from ddsem.jobs import database as job
 
-    request = job.ExportRequest(what, out, fmt, set_name)
+    request = job.TableExportRequest(what, out, fmt, set_name)
     result = job.export(common.workspace(create=False), request)
     common.echo(f"wrote {result.rows} {result.what} rows to {result.path} ({result.fmt})")

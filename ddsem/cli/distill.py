@@ -85,14 +85,19 @@ def distill(
     )  # fmt: skip
     request = replace(request, data=common.data_source(data, dataset))
     result = distill_job.run(common.workspace(quiet=as_json), request)
+    if as_json and result.finished:
+        common.print_json(result.as_json())
+        return
+    render(result)
+
+
+def render(result: distill_job.DistillResult) -> None:
+    """What `ddsem distill` prints after the work (the demo prints the same)."""
     if not result.finished:
         common.echo(
             f"stopped at iteration {result.iteration} of {result.iterations} (checkpoint saved); "
             f"continue with the same options and --resume"
         )
-        return
-    if as_json:
-        common.print_json(result.as_json())
         return
     lr = result.synthetic_lr
     lr_note = f", learned lr {lr:.4g}" if lr is not None else ""

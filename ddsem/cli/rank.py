@@ -61,6 +61,13 @@ def rank(
     if as_json:
         common.print_json(result.as_json())
         return
+    render_rank(result, min_positives)
+
+
+def render_rank(result, min_positives: int) -> None:
+    """What `ddsem rank` prints (the demo prints the same)."""
+    from ddsem.jobs.rank import ESTIMATOR_TEXT
+
     seeds = ", ".join(map(str, result.seeds))
     common.echo(
         f"set {result.set_name!r} ({result.method}), influence scope {result.scope} "
@@ -75,7 +82,7 @@ def rank(
         )
     common.echo(
         f"stored {result.stored} scores, {result.kinds}, in {result.seconds:.2f} s; "
-        f"estimator: {job.ESTIMATOR_TEXT}"
+        f"estimator: {ESTIMATOR_TEXT}"
     )
     if result.undefined:
         common.echo(
@@ -130,6 +137,13 @@ def query(
     if as_json:
         common.print_json(answer.as_json())
         return
+    render_answer(answer)
+
+
+def render_answer(answer) -> None:
+    """What `ddsem query` prints (the demo prints the same)."""
+    from ddsem.jobs.query import ESTIMATOR_TEXT
+
     parsed = answer.parsed
     common.echo(parsed.describe())
     where = f"{parsed.class_name} " if parsed.class_name else ""
@@ -140,7 +154,7 @@ def query(
         f"(positive rate {answer.positive_rate:.3f})"
     )
     common.table(
-        f"distilled images ranked by {job.ESTIMATOR_TEXT}",
+        f"distilled images ranked by {ESTIMATOR_TEXT}",
         ["rank", "distilled", "its class", "AP", "lift", f"most influenced {what} test images"],
         [
             [
@@ -192,7 +206,11 @@ def report(
         attributes_per_image=per_image,
         min_positives=min_positives,
     )
-    result = job.run(common.workspace(), request)
+    render_report(job.run(common.workspace(), request))
+
+
+def render_report(result) -> None:
+    """What `ddsem report` prints (the demo prints the same)."""
     common.echo(f"PR curves for {result.attributes} among {result.among}: {result.pr_curves}")
     common.echo(f"{len(result.grids)} influence grids: {result.influence_dir}")
     common.echo(f"table: {result.table_md} and {result.table_csv}")

@@ -104,7 +104,7 @@ def export(
     """Write the set in the paper's dict format and as a PNG grid (clipped only for display)."""
     from ddsem.jobs import sets as job
 
-    result = job.export(common.workspace(), job.ExportRequest(out, name, method, png))
+    result = job.export(common.workspace(), job.SetExportRequest(out, name, method, png))
     common.echo(f"wrote {result.out} and {result.png}")
 
 

@@ -14,7 +14,7 @@ from ddsem.jobs.common import check
 if TYPE_CHECKING:
     from ddsem.jobs.workspace import Workspace
 
-__all__ = ["DatabaseInfo", "ExportRequest", "ExportResult", "export", "info"]
+__all__ = ["DatabaseInfo", "TableExportRequest", "TableExportResult", "export", "info"]
 
 
 @dataclass
@@ -34,7 +34,7 @@ def info(ws: Workspace) -> DatabaseInfo:
 
 
 @dataclass(frozen=True)
-class ExportRequest:
+class TableExportRequest:
     what: str  # scores (attribute PR-AUC) | influence-topk | annotations
     out: str | os.PathLike
     fmt: str | None = None  # csv | parquet | json; None: from the file suffix
@@ -59,7 +59,7 @@ class ExportRequest:
 
 
 @dataclass
-class ExportResult:
+class TableExportResult:
     what: str
     path: Path
     fmt: str
@@ -69,7 +69,7 @@ class ExportResult:
         return {"what": self.what, "path": str(self.path), "format": self.fmt, "rows": self.rows}
 
 
-def export(ws: Workspace, request: ExportRequest) -> ExportResult:
+def export(ws: Workspace, request: TableExportRequest) -> TableExportResult:
     """Write one table as flat rows; refuses an empty table, naming the command that fills it."""
     from ddsem.db import export as ex
 
@@ -93,4 +93,4 @@ def export(ws: Workspace, request: ExportRequest) -> ExportResult:
         where = f" for set {request.set_name!r}" if request.set_name else ""
         raise UserError(f"no {request.what} to export{where} yet: {hint} makes them")
     ex.write_rows(rows, columns, path, fmt)
-    return ExportResult(request.what, path, fmt, len(rows))
+    return TableExportResult(request.what, path, fmt, len(rows))

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 
 __all__ = [
-    "ExportRequest",
-    "ExportResult",
+    "SetExportRequest",
+    "SetExportResult",
     "ImportRequest",
     "ImportResult",
     "SetDetails",
@@ -158,7 +158,7 @@ def show(ws: Workspace, name: str | None = None, method: str | None = None) -> S
 
 
 @dataclass(frozen=True)
-class ExportRequest:
+class SetExportRequest:
     out: str | os.PathLike  # the .pt file (the paper's dict format); an existing file is replaced
     name: str | None = None  # the set by name, else the newest of method
     method: str | None = None
@@ -166,7 +166,7 @@ class ExportRequest:
 
 
 @dataclass
-class ExportResult:
+class SetExportResult:
     out: Path
     png: Path
 
@@ -174,7 +174,7 @@ class ExportResult:
         return {"out": str(self.out), "png": str(self.png)}
 
 
-def export(ws: Workspace, request: ExportRequest) -> ExportResult:
+def export(ws: Workspace, request: SetExportRequest) -> SetExportResult:
     """Write the set in the paper's dict format and as a PNG grid (clipped only for display)."""
     from ddsem.data import denormalize
     from ddsem.db.sets import find_set, set_tensors
@@ -189,7 +189,7 @@ def export(ws: Workspace, request: ExportRequest) -> ExportResult:
     export_paper(out_path, images, labels)
     png_path = Path(request.png) if request.png else out_path.with_suffix(".png")
     image_grid(denormalize(images), png_path, titles=[str(int(v)) for v in labels], cols=10)
-    return ExportResult(out_path, png_path)
+    return SetExportResult(out_path, png_path)
 
 
 def delete(ws: Workspace, name: str) -> None:
