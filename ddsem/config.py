@@ -215,6 +215,20 @@ class AttributeConfig:
     ngram_max: int = 2  # unigrams and bigrams ("yellow", "blue sky")
 
 
+@dataclass(frozen=True)
+class SignificanceConfig:
+    """Whether an AP is better than chance (ddsem.significance). The paper reports no test;
+    these are ddsem's choices, stated wherever an answer is shown."""
+
+    alpha: float = 0.05  # Benjamini-Hochberg false discovery rate for "significant"
+    min_draws: int = 1000  # null draws per (test images, positives) to start with
+    # Drawn deeper (x10) while fewer than 10 null draws reach the most extreme observed AP, up
+    # to this many: the smallest p-value is 1 / (max_draws + 1) = 5e-5, small enough that a
+    # handful of answers at that floor survive BH over the ~10^4 scores of a 20-image set.
+    max_draws: int = 20_000
+    seed: int = 0  # the null draws' seed (with T and P: the same null for every query)
+
+
 # -- curvature and loss landscape (ddsem curvature / ddsem landscape) ----------------------------
 
 
