@@ -7,6 +7,11 @@
    (what ``ddsem.tui.widgets.Picture`` does) against the same pictures as rich ``Text`` in
    ``Static`` widgets (Textual restyles every cell), and opening the first page of a set of
    ``--images`` distilled images against a set of one page (30 images): paging keeps it flat.
+3. What a question costs the question view's worker at the scale of the whole test split (100
+   distilled images x 10,000 test images): ranking alone against ranking with the answer judged
+   against chance (AP, permutation p from the (T, P) null, BH q over the 100 images), for a
+   question over one class (T 1,000) and over all classes (T 10,000), each with a planted answer
+   so the null is drawn to its deepest.
 
     .venv/bin/python benchmarks/tui.py                 # about a minute on 2 CPU cores
     .venv/bin/python benchmarks/tui.py --images 200 --repeats 2
@@ -170,6 +175,37 @@ async def open_first_page_seconds(db_path: Path, row: int, repeats: int) -> floa
     return statistics.median(times)
 
 
+def question_seconds(total: int, positives: int, repeats: int) -> tuple[float, float]:
+    """Median seconds of (ranking alone, ranking and judging) one question's answer over 100
+    distilled images, ``positives`` of the ``total`` test images answering it."""
+    from ddsem.jobs.query import score_question
+    from ddsem.jobs.semantic_inputs import RankingInputs
+    from ddsem.semantics import rank_for_query
+
+    rng = np.random.default_rng(2)
+    influence = rng.normal(size=(100, total)).astype(np.float32)
+    answers = np.zeros(total, bool)
+    answers[rng.choice(total, positives, replace=False)] = True
+    influence[0] += 1.5 * answers  # image #0 drives the answer: its p sits at the floor
+    members = np.ones(total, bool)
+    inputs = RankingInputs(
+        set_id=1, set_name="bench", method="dm", context="distilled", scope="seed:0", seeds=[0],
+        influence=influence, test_indices=np.arange(total), test_classes=np.zeros(total, int),
+        image_ids=np.arange(total), attributes=[], labels=np.zeros((total, 0), bool),
+        classes=["c"], distilled_labels=np.zeros(100, int), dataset_id=1, skipped_unannotated=0,
+    )  # fmt: skip
+    rank, judged = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        rank_for_query(influence, members, answers, top=100, images_per_result=6)
+        rank.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        rank_for_query(influence, members, answers, top=100, images_per_result=6)
+        score_question(inputs, members, answers)
+        judged.append(time.perf_counter() - start)
+    return statistics.median(rank), statistics.median(judged)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1000, help="images of the large set")
@@ -212,6 +248,14 @@ def main() -> None:
         print(
             f"open a set's first page of 30 tiles: 30-image set {small:.3f} s, {args.images}-image "
             f"set {large:.3f} s (ratio {large / small:.2f})"
+        )
+
+    for total, positives in ((1000, 50), (10_000, 500)):
+        rank, judged = question_seconds(total, positives, args.repeats)
+        print(
+            f"a question over {total:,} test images ({positives} positive), 100 distilled images: "
+            f"ranked {rank:.3f} s, ranked and judged against chance {judged:.3f} s (a worker "
+            "thread: the interface stays responsive)"
         )
 
 

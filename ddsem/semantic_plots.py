@@ -12,17 +12,20 @@ from ddsem.plots import _pyplot
 
 def pr_curves(
     curves: Sequence[tuple[str, np.ndarray, np.ndarray]],
-    positive_rate: float,
+    chance_ap: float,
     title: str,
     path: str | Path,
 ) -> Path:
     """Precision-recall curves (label, recall, precision) drawn as the step function whose area
-    is the average precision, with the chance level (the positive rate) dashed (Fig. 9)."""
+    is the average precision, with the chance level dashed (Fig. 9): the expected AP of a random
+    ranking (``ddsem.significance.chance_ap``), the baseline a curve's AP is compared with."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.0, 4.0))
     for label, recall, precision in curves:
         ax.step(recall, precision, where="pre", label=label, linewidth=1.4)
-    ax.axhline(positive_rate, color="grey", linestyle="--", linewidth=1.0, label="chance")
+    ax.axhline(
+        chance_ap, color="grey", linestyle="--", linewidth=1.0, label=f"chance AP {chance_ap:.3f}"
+    )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("recall")

@@ -24,6 +24,7 @@ from typing import Protocol
 import numpy as np
 
 from ddsem.errors import UserError
+from ddsem.significance import chance_ap
 
 ESTIMATOR = "average_precision"
 ESTIMATOR_TEXT = "average precision (scikit-learn's average_precision_score definition)"
@@ -152,10 +153,16 @@ class Scores:
             return self.positives / self.totals[:, None]
 
     @property
+    def chance_ap(self) -> np.ndarray:
+        """(F, A) the exact expected AP of a random ranking of the filter's test images (NaN
+        without positives): above the positive rate, by most for rare attributes."""
+        return chance_ap(self.totals[:, None], self.positives)
+
+    @property
     def lift(self) -> np.ndarray:
-        """AP relative to a random ranking (whose expected AP is about the positive rate)."""
+        """AP / chance AP: 1 for a ranking no better than a random one."""
         with np.errstate(invalid="ignore", divide="ignore"):
-            return self.ap / self.positive_rate[None]
+            return self.ap / self.chance_ap[None]
 
 
 def score_attributes(
@@ -509,7 +516,8 @@ class QueryRanking:
     """Distilled images ranked by the AP of their influence ranking for one question."""
 
     ap: np.ndarray  # (N,) every distilled image's AP among the members
-    positive_rate: float  # positives / members: the AP of a random ranking, about
+    positive_rate: float  # positives / members
+    chance_ap: float  # the exact expected AP of a random ranking of the members
     order: list[int]  # the ``top`` best distilled indices, highest AP first (ties: lower index)
     evidence: list[list[int]]  # per image of ``order``: positions (into T) of its most
     # influenced positives, most influenced first
@@ -527,10 +535,11 @@ def rank_for_query(
     ``positives`` among the ``members`` (both bool (T,)), each with its evidence."""
     ap = average_precision(influence[:, members], positives[members][:, None])[:, 0, 0]
     rate = float(positives.sum() / members.sum())
+    chance = float(chance_ap(int(members.sum()), int(positives.sum())))
     order = np.argsort(-ap, kind="stable")[: max(top, 0)].tolist()
     pos_idx = np.flatnonzero(positives)
     evidence = [
         pos_idx[np.argsort(-influence[k, pos_idx], kind="stable")[:images_per_result]].tolist()
         for k in order
     ]
-    return QueryRanking(ap=ap, positive_rate=rate, order=order, evidence=evidence)
+    return QueryRanking(ap=ap, positive_rate=rate, chance_ap=chance, order=order, evidence=evidence)

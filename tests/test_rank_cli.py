@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sqlite3
 import warnings
 
 import numpy as np
@@ -26,6 +27,8 @@ from ddsem.db.tables import (
     InfluenceRun,
     InfluenceTopK,
 )
+from ddsem.errors import UserError
+from ddsem.significance import chance_ap
 
 N_DISTILLED = 12
 T_TEST = 200  # 20 test images per class
@@ -184,7 +187,9 @@ def test_rank_stores_sklearn_average_precision_and_is_idempotent(cli, world):
         assert row.ap == pytest.approx(sk_ap(y, influence[row.distilled_index, member]), abs=1e-9)
         assert row.positives == y.sum()
         assert row.positive_rate == pytest.approx(y.mean())
-        assert row.lift == pytest.approx(row.ap / y.mean())
+        assert row.chance_ap == pytest.approx(chance_ap(len(y), y.sum()))
+        assert row.lift == pytest.approx(row.ap / row.chance_ap)
+        assert 0 < row.p_value <= 1 and row.q_value >= row.p_value and row.draws >= 1000
     best = out["top"][0]
     assert (best["distilled_index"], best["attribute"], best["class_filter"]) == (
         3, "yellow", "automobile"
@@ -302,7 +307,9 @@ def test_query_finds_the_planted_distilled_image(cli, world):
     assert [k in out for k in ("scope", "estimator", "results")] == [True] * 3
     first = out["results"][0]
     assert first["distilled_index"] == 3 and first["ap"] == pytest.approx(1.0)
-    assert first["lift"] == pytest.approx(1.0 / (5 / 20))
+    assert first["lift"] == pytest.approx(1.0 / chance_ap(20, 5))  # AP / chance AP
+    assert first["chance_ap"] == out["chance_ap"] == pytest.approx(chance_ap(20, 5))
+    assert first["significant"] and first["q_value"] < 0.05 and out["total"] == 20
     assert len(out["results"]) == 3
     yellow_cars = {
         int(i) for i in np.flatnonzero((world["classes"] == AUTOMOBILE) & world["labels"][:, 0])
@@ -322,6 +329,151 @@ def test_query_human_output_says_what_it_understood(cli, world):
     assert r.code == 0, r.err
     assert '"yelow" -> yellow' in r.out and "class automobile" in r.out
     assert "5 of 20 annotated automobile test images have yellow" in r.out
+    assert f"chance AP {chance_ap(20, 5):.3f}" in r.out
+    assert "1 distilled image predicts yellow among automobile better than chance" in r.out
+    for column in ("chance", "lift", "sig"):
+        assert column in r.out
+    none = cli("query", "grass cars")
+    assert none.code == 0, none.err
+    assert "no distilled image predicts grass among automobile better than chance" in none.out
+
+
+def test_rank_human_output_counts_significant_answers(cli, world, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # the whole table, as a wide terminal shows it
+    r = cli("rank", "--method", "bptt", "--draws", "100", "--alpha", "0.1")
+    assert r.code == 0, r.err
+    assert "answers are better than chance at q < 0.1 (Benjamini-Hochberg over the 648" in r.out
+    assert "lowest q then highest AP" in r.out and "chance" in r.out
+    assert "<9.9e-03" in r.out  # AP 1 of #3: no null draw of 100 reaches it, p < 1/101
+    rows = stored_scores(world["db"])
+    assert max(row.draws for row in rows) == 100 and min(row.p_value for row in rows) == 1 / 101
+
+
+def db_files(path) -> dict[str, bytes]:
+    """The bytes of a SQLite database and its WAL (a refused command changes neither)."""
+    return {p.name: p.read_bytes() for p in sorted(path.parent.glob(path.name + "*"))}
+
+
+@pytest.mark.parametrize(
+    "bad", [["--alpha", "0"], ["--alpha", "1"], ["--alpha", "nan"], ["--alpha", "2"],
+            ["--draws", "0"], ["--draws", "-1"]],
+)  # fmt: skip
+@pytest.mark.parametrize("command", [["rank"], ["query", "yellow cars"], ["report", "--out", "r"]])
+def test_bad_alpha_or_draws_is_refused_and_the_database_is_unchanged(
+    cli, world, tmp_path, command, bad
+):
+    assert cli("rank", "--all-classes").code == 0  # scores for the report
+    path = tmp_path / "test.db"
+    before = db_files(path)
+    r = cli(*command, *bad)
+    assert r.code == 2, (r.out, r.err)
+    assert r.err.startswith(f"error: {bad[0]} must be") and r.err.count("\n") == 1, r.err
+    assert db_files(path) == before
+    assert not (tmp_path / "r").exists()
+
+
+def v1_database(path):
+    """Downgrade a database to schema version 1: its attributescore table as version 1 wrote it
+    (no chance_ap, p_value, q_value, draws), keeping the rows."""
+    con = sqlite3.connect(path)
+    with con:
+        con.executescript(V1_ATTRIBUTESCORE)
+        con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    con.close()
+
+
+V1_ATTRIBUTESCORE = """
+ALTER TABLE attributescore RENAME TO v2_scores;
+DROP INDEX ix_attributescore_set_id;
+DROP INDEX ix_attributescore_attribute_id;
+CREATE TABLE attributescore (
+    id INTEGER NOT NULL,
+    set_id INTEGER NOT NULL,
+    scope VARCHAR NOT NULL,
+    context VARCHAR NOT NULL,
+    distilled_index INTEGER NOT NULL,
+    attribute_id INTEGER NOT NULL,
+    class_filter INTEGER NOT NULL,
+    estimator VARCHAR NOT NULL,
+    ap FLOAT NOT NULL,
+    positive_rate FLOAT NOT NULL,
+    positives INTEGER NOT NULL,
+    lift FLOAT NOT NULL,
+    PRIMARY KEY (id),
+    UNIQUE (set_id, scope, distilled_index, attribute_id, class_filter),
+    FOREIGN KEY(set_id) REFERENCES distilledset (id) ON DELETE CASCADE,
+    FOREIGN KEY(attribute_id) REFERENCES attribute (id) ON DELETE CASCADE
+);
+CREATE INDEX ix_attributescore_set_id ON attributescore (set_id);
+CREATE INDEX ix_attributescore_attribute_id ON attributescore (attribute_id);
+INSERT INTO attributescore SELECT id, set_id, scope, context, distilled_index, attribute_id,
+    class_filter, estimator, ap, positive_rate, positives, lift FROM v2_scores;
+DROP TABLE v2_scores;
+"""
+
+
+def columns_and_version(path) -> tuple[list[str], str]:
+    con = sqlite3.connect(path)
+    columns = [r[1] for r in con.execute("PRAGMA table_info(attributescore)")]
+    version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+    con.close()
+    return columns, version
+
+
+def test_a_version_1_database_is_migrated_keeping_its_scores(cli, world, tmp_path, monkeypatch):
+    from ddsem.db import engine
+
+    assert cli("rank", "--all-classes").code == 0
+    world["db"].close()
+    path = tmp_path / "test.db"
+    v1_database(path)
+    columns, version = columns_and_version(path)
+    assert version == "1" and "chance_ap" not in columns and columns[-1] == "lift"
+    con = sqlite3.connect(path)
+    old = con.execute("SELECT * FROM attributescore ORDER BY id").fetchall()
+    con.close()
+
+    # a migration that fails half-way changes nothing: one transaction
+    broken = {2: [*engine.ADDED_COLUMNS[2], ("nosuchtable", "x", "FLOAT")]}
+    monkeypatch.setattr(engine, "ADDED_COLUMNS", broken)
+    with pytest.raises(UserError, match="cannot open database"):
+        open_db(str(path))
+    assert columns_and_version(path) == (columns, "1")
+    monkeypatch.undo()
+
+    db = open_db(str(path))
+    columns2, version2 = columns_and_version(path)
+    assert version2 == "2" and columns2 == [*columns, "chance_ap", "p_value", "q_value", "draws"]
+    con = sqlite3.connect(path)
+    kept = con.execute(f"SELECT {', '.join(columns)} FROM attributescore ORDER BY id").fetchall()
+    new = con.execute("SELECT chance_ap, p_value, q_value, draws FROM attributescore").fetchall()
+    con.close()
+    assert kept == old and len(old) == N_DISTILLED * len(ATTRIBUTES)
+    assert set(new) == {(None, None, None, None)}  # unknown until ranked again
+    db.close()
+    # the old scores still read, report and export; the table says to rank again
+    out = tmp_path / "report"
+    r = cli("report", "--out", str(out), "--query", "yellow")
+    assert r.code == 0, r.err
+    assert "No significance is stored" in (out / "table1.md").read_text()
+    assert cli("db", "export", "--what", "scores", "--out", str(tmp_path / "s.json")).code == 0
+    rows = json.loads((tmp_path / "s.json").read_text())
+    assert rows[0]["p_value"] is None and rows[0]["draws"] is None
+    assert cli("rank", "--all-classes").code == 0  # ranking again fills them
+    assert all(row.p_value is not None for row in stored_scores(open_db(str(path))))
+    assert open_db(str(path)) and columns_and_version(path)[1] == "2"
+
+
+def test_a_newer_schema_stays_refused(cli, tmp_path):
+    path = tmp_path / "newer.db"
+    open_db(str(path)).close()
+    con = sqlite3.connect(path)
+    with con:
+        con.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(UserError, match="schema version 3, newer than this ddsem understands"):
+        open_db(str(path))
+    assert columns_and_version(path)[1] == "3"
 
 
 # -- report and export ---------------------------------------------------------------------------
@@ -342,7 +494,9 @@ def test_report_writes_figures_and_table(cli, world, tmp_path):
     assert first_of_3["attribute"] == "yellow" and first_of_3["among"] == "automobile"
     assert float(first_of_3["ap"]) == pytest.approx(1.0)
     md = (out_dir / "table1.md").read_text()
-    assert "| 3 | automobile | yellow (1.00, 4.0x)" in md
+    assert f"| 3 | automobile | yellow (1.00, {1.0 / chance_ap(20, 5):.1f}x)" in md
+    assert "`*` q < 0.05" in md
+    assert {"chance_ap", "p_value", "q_value", "significant"} <= set(table[0])
     default = cli("report", "--method", "bptt", "--out", str(tmp_path / "auto"))
     assert default.code == 0, default.err
     assert (tmp_path / "auto" / "pr_yellow_automobile.png").exists()  # highest-lift pair
@@ -367,6 +521,14 @@ def test_db_export(cli, world, tmp_path, fmt):
     row = next(x for x in rows if int(x["distilled_index"]) == 3 and x["attribute"] == "yellow")
     assert row["set"] == "bptt" and row["class"] == "all" and row["scope"] == "seed:0"
     assert float(row["ap"]) == pytest.approx(sk_ap(world["labels"][:, 0], world["influence"][3]))
+    assert list(rows[0])[-4:] == ["chance_ap", "p_value", "q_value", "draws"]
+    stored = next(
+        x for x in stored_scores(world["db"]) if x.distilled_index == 3 and x.attribute_id == 1
+    )  # yellow (ids follow ATTRIBUTES)
+    assert float(row["chance_ap"]) == pytest.approx(stored.chance_ap, rel=1e-12)
+    assert float(row["p_value"]) == pytest.approx(stored.p_value, rel=1e-12)
+    assert float(row["q_value"]) == pytest.approx(stored.q_value, rel=1e-12)
+    assert int(row["draws"]) == stored.draws >= 1000
     topk = tmp_path / f"topk.{fmt}"
     assert cli("db", "export", "--what", "influence-topk", "--out", str(topk)).code == 0
     ann = tmp_path / f"ann.{fmt}"

@@ -21,6 +21,7 @@ from ddsem.semantics import (
     score_attributes,
     singular,
 )
+from ddsem.significance import chance_ap
 
 
 def sklearn_ap(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -107,8 +108,9 @@ def test_score_attributes_within_class_ranks_among_the_class_only():
     assert scores.ap[2, 2, 0] == pytest.approx(
         sklearn_ap(labels[members, 0], influence[2, members]), abs=1e-12
     )
-    rate = labels[members, 0].mean()
-    assert scores.lift[2, 2, 0] == pytest.approx(scores.ap[2, 2, 0] / rate)
+    chance = chance_ap(40, labels[members, 0].sum())  # AP of a random ranking, exactly
+    assert scores.chance_ap[2, 0] == pytest.approx(chance)
+    assert scores.lift[2, 2, 0] == pytest.approx(scores.ap[2, 2, 0] / chance)
     only_within = score_attributes(influence, classes, labels, 3, all_classes=False)
     assert only_within.class_filters == [0, 1, 2]
     np.testing.assert_array_equal(only_within.ap, scores.ap[:, 1:])

@@ -34,7 +34,9 @@ def _exhaustive(total: int, positives: int) -> np.ndarray:
 
 @pytest.mark.parametrize(("total", "positives"), [(1, 1), (5, 1), (6, 2), (8, 3), (9, 9), (10, 4)])
 def test_chance_ap_is_the_exact_mean_over_every_placement(total, positives):
-    assert chance_ap(total, positives) == pytest.approx(_exhaustive(total, positives).mean(), abs=1e-12)
+    assert chance_ap(total, positives) == pytest.approx(
+        _exhaustive(total, positives).mean(), abs=1e-12
+    )
 
 
 def test_chance_ap_is_nan_without_positives_and_broadcasts():

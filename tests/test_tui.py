@@ -99,6 +99,32 @@ def text_of(app, selector: str) -> str:
     return str(app.screen.query_one(selector).render())
 
 
+def row_styles(table) -> list[set[str]]:
+    """The styles of each row's cells (e.g. {"dim"} for a row drawn weaker)."""
+    return [
+        {str(c.style) for c in table.get_row_at(r) if str(c.style)} for r in range(table.row_count)
+    ]
+
+
+def closed_form_chance(total: int, positives: int) -> float:
+    """The expected AP of a random ranking, issue 14's closed form written out here:
+    (1/T) [(P-1)/(T-1) (T - H_T) + H_T]."""
+    harmonic = sum(1 / i for i in range(1, total + 1))
+    return ((positives - 1) / (total - 1) * (total - harmonic) + harmonic) / total
+
+
+def enumerated_chance(total: int, positives: int) -> float:
+    """The same by averaging the AP of every placement of the positives among the ranks."""
+    from itertools import combinations
+
+    return float(
+        np.mean([
+            np.mean([(k + 1) / (rank + 1) for k, rank in enumerate(ranks)])
+            for ranks in combinations(range(total), positives)
+        ])
+    )  # fmt: skip
+
+
 # -- renderer ------------------------------------------------------------------------------------
 
 
@@ -225,6 +251,60 @@ def test_set_row_summarises_what_exists():
     )  # fmt: skip
 
 
+def test_chance_ap_is_the_mean_ap_of_every_random_ranking():
+    """The curve's baseline (and the answer's "chance AP") against enumerating every ranking,
+    and the closed form: for 3 positives among 10 it is 0.450, not the positive rate 0.300."""
+    assert enumerated_chance(10, 3) == pytest.approx(closed_form_chance(10, 3))
+    assert enumerated_chance(7, 1) == pytest.approx(closed_form_chance(7, 1))
+    for total, positives in [(10, 3), (7, 1), (12, 5)]:
+        labels = np.zeros(total, bool)
+        labels[:positives] = True
+        curve = job_views.precision_recall(-np.arange(total, dtype=float), labels)
+        assert curve.chance_ap == pytest.approx(enumerated_chance(total, positives))
+    assert f"{enumerated_chance(10, 3):.3f}" == "0.450"
+
+
+def test_p_and_q_are_written_in_five_characters():
+    assert vm.format_number(0.70999) == "0.710"
+    assert vm.format_number(2.4e-4) == "2e-4"
+    assert vm.format_number(None) == vm.format_number(float("nan")) == "-"
+    assert vm.format_p(0.0082, 10_000) == "0.008"
+    # at the floor of its draws only a bound is known: no null draw reached the AP
+    assert vm.format_p(1 / 20_001, 20_000) == "<5e-5"
+    assert vm.format_p(1 / 1001, 1000) == "<1e-3"
+    assert vm.format_p(2 / 1001, 1000) == "0.002"
+    assert vm.format_p(None, None) == "-"
+
+
+def _score(q_value, **kw):
+    fields = dict(
+        attribute_id=1, attribute="yellow", kind="color", scope="seed:0", context="distilled",
+        class_filter=-1, ap=0.649, lift=1.76, positives=34, positive_rate=0.34,
+        chance_ap=0.368, p_value=1e-4, q_value=q_value, draws=20_000,
+    )  # fmt: skip
+    fields.update(kw)
+    return views.ScoreView(**fields)
+
+
+def test_score_rows_mark_significant_answers_and_dim_the_rest():
+    significant = vm.score_row(0, _score(0.044))
+    assert [str(c) for c in significant] == [
+        "1", "yellow", "0.649", "0.368", "1e-4", "0.044", "*", "34",
+    ]  # fmt: skip
+    assert {str(c.style) for c in significant} == {"bold", ""}
+    assert str(significant[6].style) == "bold"  # the marker
+    weak = vm.score_row(1, _score(0.05))  # q < alpha is strict
+    assert str(weak[6]) == "" and {str(c.style) for c in weak} == {"dim"}
+    old = vm.score_row(2, _score(None, chance_ap=None, p_value=None, draws=None))
+    assert [str(c) for c in old][3:7] == ["-", "-", "-", ""]
+    assert {str(c.style) for c in old} == {""}  # unknown: neither marked nor dimmed
+    assert _score(None).significant is None and _score(0.01).significant is True
+    long = vm.score_row(0, _score(0.5, attribute="long attribute name", positives=12345))
+    widths = [w for _, w in vm.SCORE_COLUMNS]  # drawn without cell padding: one blank each
+    assert all(len(str(c)) < w for c, w in zip(long[:-1], widths, strict=False))
+    assert str(long[1]) == "long attrib\u2026"
+
+
 def test_help_lists_every_binding_of_every_screen():
     from rich.console import Console
 
@@ -292,6 +372,22 @@ def test_attribute_scores_ranked_by_ap(db, facts):
         assert s.ap == pytest.approx(facts["expected_ap"][(1, s.attribute, 1)])
     options = views.score_options(db, bptt.id, 1)
     assert options.scopes == ["seed:0"] and options.class_filters == [-1, *range(10)]
+
+
+def test_attribute_scores_carry_chance_p_and_q(db, facts):
+    """The stored chance AP, p- and q-value of each score, and q < SignificanceConfig.alpha."""
+    from ddsem.config import SignificanceConfig
+
+    bptt = next(o for o in views.sets_overview(db) if o.name == "bptt")
+    for class_filter in (-1, 1):
+        for s in views.attribute_scores(db, bptt.id, 1, "seed:0", class_filter=class_filter):
+            stored = facts["expected"][(1, s.attribute, class_filter)]
+            assert (s.chance_ap, s.p_value, s.q_value, s.draws) == pytest.approx(stored[1:])
+            assert s.chance_ap == pytest.approx(
+                closed_form_chance(round(s.positives / s.positive_rate), s.positives)
+            )
+            assert s.significant == (stored.q_value < SignificanceConfig.alpha)
+            assert s.lift == pytest.approx(s.ap / s.chance_ap)
 
 
 def test_pr_curve_of_the_detail_view_matches_the_stored_ap(db, facts):
@@ -391,10 +487,11 @@ async def test_journey_open_a_set_and_an_image_then_go_back(db, facts):
         assert float(scores[0][2]) == pytest.approx(
             facts["expected_ap"][(1, "yellow", -1)], abs=5e-4
         )
+        assert float(scores[0][3]) == pytest.approx(closed_form_chance(100, 34), abs=5e-4)
         influenced = app.screen.query_one("#influenced").tiles
         top = np.argsort(-facts["matrix"][1], kind="stable")[: len(influenced)]
         assert [t.data.key for t in influenced] == top.tolist()
-        assert "AP 0.649" in text_of(app, "#curve-title")
+        assert "AP 0.649, chance 0.368" in text_of(app, "#curve-title")
         await pilot.press("f")  # all classes -> automobile only
         await settle(pilot)
         assert "automobile only" in text_of(app, "#scores-title")
@@ -447,6 +544,156 @@ async def test_journey_ask_yellow_cars_open_the_answer_and_go_back(db, facts):
 
 
 @pytest.mark.anyio
+async def test_a_significant_answer_is_marked_and_the_others_are_dim(db):
+    """ "yellow" over all 100 test images: #1 beats chance (q < 0.05 over the 10 images), the
+    others do not; the verdict, the columns and the styles say so, as `ddsem query` does."""
+    from ddsem.tui.screens import DetailScreen
+
+    app = make_app(db)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *"yellow", "enter")
+        await settle(pilot)
+        reference = job_views.ask(db, "yellow", set_name="bptt", top=10)
+        table = app.screen.query_one("#answers")
+        rows, styles = cells(table), row_styles(table)
+        header = [str(c.label) for c in table.columns.values()]
+        assert header == ["#", "image", "class", "AP", "lift", "p", "q", "sig"]
+        assert reference.significant_count == 1 and reference.results[0].distilled_index == 1
+        assert rows[0][1] == "#1" and rows[0][7] == "*" and "bold" in styles[0]
+        best = reference.results[0]
+        assert rows[0][5:7] == [
+            vm.format_p(best.p_value, reference.draws),
+            vm.format_number(best.q_value),
+        ]
+        assert float(rows[0][4][:-1]) == pytest.approx(
+            best.ap / closed_form_chance(100, 34), abs=0.01
+        )
+        assert all(r[7] == "" for r in rows[1:]) and all(st == {"dim"} for st in styles[1:])
+        assert text_of(app, "#verdict") == reference.verdict.replace("; best: ", "\nbest: ")
+        assert text_of(app, "#verdict").startswith("1 distilled image predicts yellow")
+        summary = text_of(app, "#understood")
+        assert f"chance AP {closed_form_chance(100, 34):.3f}" in summary
+        assert "random ranking AP" not in summary
+        assert not app.screen.query_one("#verdict").has_class("none")
+        await pilot.press("enter")  # the question's attribute is stored: its own scores row
+        await settle(pilot)
+        assert isinstance(app.screen, DetailScreen)
+        assert "q 0.044 *" in text_of(app, "#curve-title")
+
+
+@pytest.mark.anyio
+async def test_a_question_no_image_answers_better_than_chance_says_so(db):
+    """ "yellow cars": 3 yellow automobiles of 10 cannot beat chance among 10 images."""
+    app = make_app(db)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *"yellow cars", "enter")
+        await settle(pilot)
+        table = app.screen.query_one("#answers")
+        assert all(r[7] == "" for r in cells(table))
+        assert all(st == {"dim"} for st in row_styles(table))
+        verdict = text_of(app, "#verdict")
+        assert verdict.startswith(
+            "no distilled image predicts yellow among automobile better than chance (q < 0.05)"
+        )
+        assert "\nbest: #1, AP 1.000, chance 0.450" in verdict
+        assert app.screen.query_one("#verdict").has_class("none")  # drawn as a warning
+        assert "chance AP 0.450" in text_of(app, "#understood")  # not the positive rate 0.300
+
+
+@pytest.mark.anyio
+async def test_the_detail_view_marks_significant_scores_with_the_stored_p_and_q(db, facts):
+    app = make_app(db)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("enter", "right", "enter")  # image #1
+        await settle(pilot)
+        table = app.screen.query_one("#scores")
+        header = [str(c.label) for c in table.columns.values()]
+        assert header == ["#", "attribute", "AP", "chance", "p", "q", "*", "pos."]
+        assert "* q < 0.05" in text_of(app, "#scores-title")
+        for row, style in zip(cells(table), row_styles(table), strict=True):
+            stored = facts["expected"][(1, row[1], -1)]
+            assert row[3:7] == [
+                f"{stored.chance_ap:.3f}", vm.format_p(stored.p_value, stored.draws),
+                vm.format_number(stored.q_value), "*" if stored.q_value < 0.05 else "",
+            ]  # fmt: skip
+            assert ("bold" in style) == (stored.q_value < 0.05)
+            assert (style == {"dim"}) == (stored.q_value >= 0.05)
+        assert cells(table)[0][1] == "yellow" and cells(table)[0][6] == "*"
+        assert sum(r[6] == "*" for r in cells(table)) == 1
+        assert text_of(app, "#curve-title").endswith("34 of 100 positive \u00b7 q 0.044 *")
+        await pilot.press("f")  # automobile only: nothing beats chance among 10 test images
+        await settle(pilot)
+        assert all(r[6] == "" for r in cells(table))
+
+
+@pytest.mark.anyio
+async def test_scores_stored_before_significance_show_dashes(db, facts):
+    """Rows of an older `ddsem rank` (no chance, p, q): dashes, no marker, no dimming, and
+    the curve still draws its chance line from the curve's own counts."""
+    from sqlmodel import update
+
+    from ddsem.db.tables import AttributeScore
+
+    with db.session() as s:
+        s.exec(
+            update(AttributeScore).values(chance_ap=None, p_value=None, q_value=None, draws=None)
+        )
+    app = make_app(db)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("enter", "right", "enter")
+        await settle(pilot)
+        table = app.screen.query_one("#scores")
+        rows = cells(table)
+        assert len(rows) == 4 and all(r[3:7] == ["-", "-", "-", ""] for r in rows)
+        assert all(st == set() for st in row_styles(table))
+        assert float(rows[0][2]) == pytest.approx(facts["expected_ap"][(1, "yellow", -1)], abs=5e-4)
+        title = text_of(app, "#curve-title")
+        assert "chance 0.368" in title and title.endswith("34 of 100 positive")
+
+
+@pytest.mark.anyio
+async def test_a_mean_over_seeds_shows_the_sd_and_significance_in_every_seed(db, facts):
+    """A second seed's run: the question is answered over the seeds' mean, with each image's
+    AP sd over the seeds and whether it is significant in every seed (as `ddsem query`)."""
+    from ddsem.db.codec import state_to_blob, to_blob
+    from ddsem.db.tables import InfluenceRow, InfluenceRun
+
+    rng = np.random.default_rng(1)
+    with db.session() as s:
+        first = s.get(InfluenceRun, facts["run_id"])
+        run = InfluenceRun(
+            set_id=first.set_id, seed=1, status="complete", config_json="{}",
+            config_hash="fixture", test_indices=first.test_indices, num_models=11,
+            init_state=state_to_blob({}), full_accuracy=0.3,
+        )  # fmt: skip
+        s.add(run)
+        s.flush()
+        noisy = facts["matrix"] + rng.normal(0, 0.005, facts["matrix"].shape).astype(np.float32)
+        for i, values in enumerate(noisy):
+            s.add(InfluenceRow(run_id=run.id, distilled_index=i, values=to_blob(values)))
+    app = make_app(db)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *"yellow", "enter")
+        await settle(pilot)
+        reference = job_views.ask(db, "yellow", set_name="bptt", top=10)
+        assert reference.scope == "mean"
+        table = app.screen.query_one("#answers")
+        header = [str(c.label) for c in table.columns.values()]
+        assert header == ["#", "image", "class", "AP", "sd", "p", "q", "sig", "all"]
+        rows = cells(table)
+        for row, result in zip(rows, reference.results, strict=True):
+            assert row[4] == f"{result.ap_sd:.3f}"
+            assert row[8] == ("*" if result.significant_in_every_seed else "")
+        assert rows[0][1] == "#1" and rows[0][7] == "*"
+        assert "mean" in text_of(app, "#understood")
+
+
+@pytest.mark.anyio
 async def test_a_question_before_ranking_gets_its_own_row_and_curve(db, facts):
     """Without stored scores (no `ddsem rank` yet) a two-attribute question still opens into a
     detail view whose curve is the question's: its AP is scikit-learn's on the fixture."""
@@ -469,13 +716,26 @@ async def test_a_question_before_ranking_gets_its_own_row_and_curve(db, facts):
         index = app.screen.index
         assert first[1] == f"#{index}"
         rows = cells(app.screen.query_one("#scores"))
-        assert rows == [["asked", "yellow & red", first[3], first[4], "6"]]
+        reference = job_views.ask(db, "yellow and red", set_name="bptt", top=10)
+        result = next(r for r in reference.results if r.distilled_index == index)
+        assert rows == [[
+            "Q", "yellow & red", first[3], f"{closed_form_chance(100, 6):.3f}",
+            vm.format_p(result.p_value, reference.draws), first[6], first[7], "6",
+        ]]  # fmt: skip
         assert text_of(app, "#scores-hint") == (
             "no attribute scores yet: run `ddsem rank --method bptt`"
         )
         positives = facts["attrs"]["yellow"] & facts["attrs"]["red"]
         ap = average_precision_score(positives, facts["matrix"][index])
         assert f"of yellow & red\nAP {ap:.3f}" in text_of(app, "#curve-title")
+        # in another class filter the question's AP, p and q do not hold: no row of its own
+        await pilot.press("f")
+        await settle(pilot)
+        assert app.screen.class_filter != -1 and cells(app.screen.query_one("#scores")) == []
+        await pilot.press("f")  # back to the question's own view
+        await settle(pilot)
+        assert app.screen.class_filter == -1
+        assert cells(app.screen.query_one("#scores"))[0][:2] == ["Q", "yellow & red"]
 
 
 @pytest.mark.anyio
@@ -713,6 +973,10 @@ def test_snapshot_detail(snap_compare, db):
 
 def test_snapshot_question(snap_compare, db):
     assert _snapshot(snap_compare, db, ["slash", *"yellow cars", "enter"])
+
+
+def test_snapshot_question_with_a_significant_answer(snap_compare, db):
+    assert _snapshot(snap_compare, db, ["slash", *"yellow", "enter"])
 
 
 def test_snapshot_help(snap_compare, db):

@@ -1,15 +1,19 @@
 """A small, deterministic ddsem database for the TUI tests (rows written directly).
 
 Set "bptt": 10 distilled images (one per CIFAR-10 class) with one complete influence run
-(seed 0) over 100 annotated test images, four attributes and scores computed with scikit-learn.
+(seed 0) over 100 annotated test images, four attributes and scores computed with scikit-learn,
+with their chance AP, permutation p- and Benjamini-Hochberg q-values (``ddsem.significance``).
 Distilled image #1 (automobile) is built to drive yellow test images, so "yellow cars" ranks it
-first. Set "dm-raw": 3 images and nothing else, for the empty states.
+first (3 yellow cars of 10 are too few to beat chance among 10 distilled images), and "yellow"
+over all 100 test images finds it significant. Set "dm-raw": 3 images and nothing else, for the
+empty states.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -26,6 +30,16 @@ ATTRIBUTES = {  # name -> (synonyms, rule on the test index)
 TOP_K = 8
 MEAN = np.asarray((0.4914, 0.4822, 0.4465), dtype=np.float32)
 STD = np.asarray((0.2023, 0.1994, 0.2010), dtype=np.float32)
+
+
+class Judged(NamedTuple):
+    """A stored score as the TUI shows it."""
+
+    ap: float
+    chance_ap: float
+    p_value: float
+    q_value: float
+    draws: int
 
 
 def real_pixels(index: int) -> np.ndarray:
@@ -68,6 +82,7 @@ def build(path: Path) -> dict:
     from sklearn.metrics import average_precision_score
     from sqlmodel import select
 
+    from ddsem.config import SignificanceConfig
     from ddsem.db import open_db
     from ddsem.db.codec import png_bytes, state_to_blob, to_blob
     from ddsem.db.sets import add_distilled_set, ensure_dataset
@@ -81,6 +96,7 @@ def build(path: Path) -> dict:
         InfluenceRun,
         InfluenceTopK,
     )
+    from ddsem.significance import chance_ap, permutation_p_values, q_values
 
     db = open_db(path)
     dataset = ensure_dataset(db, "cifar10", "test fixture", CLASSES, 50000, 10000)
@@ -160,19 +176,40 @@ def build(path: Path) -> dict:
                         value=float(values[j]),
                     )
                 )
-        expected_ap = {}
-        for class_filter in [-1, *range(len(CLASSES))]:
+        expected_ap, expected = {}, {}
+        filters = [-1, *range(len(CLASSES))]
+        ap = np.full((len(CLASSES), len(filters), len(attrs)), np.nan)
+        totals = np.zeros(len(filters), np.int64)
+        positives = np.zeros((len(filters), len(attrs)), np.int64)
+        for f, class_filter in enumerate(filters):
             members = (
                 np.ones(len(test_labels), bool) if class_filter < 0 else test_labels == class_filter
             )
-            for name, has in attrs.items():
-                positives = has[members]
-                if not positives.any():
+            totals[f] = members.sum()
+            for a, has in enumerate(attrs.values()):
+                positives[f, a] = has[members].sum()
+                if positives[f, a]:
+                    for i in range(len(CLASSES)):
+                        ap[i, f, a] = average_precision_score(has[members], matrix[i, members])
+        # Chance, p and q as `ddsem rank` stores them: one null per (T, P), the config's draws,
+        # Benjamini-Hochberg over every score of the set and scope.
+        config = SignificanceConfig()
+        chance = chance_ap(totals[:, None], positives)
+        judged = permutation_p_values(
+            ap, totals, positives, min_draws=config.min_draws, max_draws=config.max_draws,
+            seed=config.seed,
+        )  # fmt: skip
+        q = q_values(judged.p)
+        for f, class_filter in enumerate(filters):
+            for a, name in enumerate(attrs):
+                if not positives[f, a]:
                     continue
-                rate = float(positives.mean())
                 for i in range(len(CLASSES)):
-                    ap = float(average_precision_score(positives, matrix[i, members]))
-                    expected_ap[(i, name, class_filter)] = ap
+                    expected_ap[(i, name, class_filter)] = float(ap[i, f, a])
+                    expected[(i, name, class_filter)] = Judged(
+                        float(ap[i, f, a]), float(chance[f, a]), float(judged.p[i, f, a]),
+                        float(q[i, f, a]), int(judged.draws[f, a]),
+                    )  # fmt: skip
                     s.add(
                         AttributeScore(
                             set_id=bptt.id,
@@ -180,10 +217,14 @@ def build(path: Path) -> dict:
                             distilled_index=i,
                             attribute_id=attribute_rows[name],
                             class_filter=class_filter,
-                            ap=ap,
-                            positive_rate=rate,
-                            positives=int(positives.sum()),
-                            lift=ap / rate,
+                            ap=float(ap[i, f, a]),
+                            positive_rate=float(positives[f, a] / totals[f]),
+                            positives=int(positives[f, a]),
+                            lift=float(ap[i, f, a] / chance[f, a]),
+                            chance_ap=float(chance[f, a]),
+                            p_value=float(judged.p[i, f, a]),
+                            q_value=float(q[i, f, a]),
+                            draws=int(judged.draws[f, a]),
                         )
                     )
         run_id = run.id
@@ -196,5 +237,6 @@ def build(path: Path) -> dict:
         "attrs": attrs,
         "test_labels": test_labels,
         "expected_ap": expected_ap,
+        "expected": expected,  # (index, attribute, class filter) -> Judged
         "attribute_ids": attribute_rows,
     }

@@ -26,7 +26,12 @@ def info(as_json: bool = common.json_option()) -> None:
 @app.command("export")
 def export(
     what: str = typer.Option(
-        ..., "--what", help="scores (attribute PR-AUC), influence-topk or annotations."
+        ...,
+        "--what",
+        help=(
+            "scores (attribute PR-AUC with chance_ap, p_value, q_value, draws), influence-topk "
+            "or annotations."
+        ),
     ),
     out: str = typer.Option(..., "--out", help="Output file."),
     fmt: str = typer.Option(

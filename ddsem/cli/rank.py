@@ -9,11 +9,31 @@ from __future__ import annotations
 import typer
 
 from ddsem.cli import common
+from ddsem.config import SignificanceConfig
 
 MEAN_HELP = (
     "Average the complete runs' influence over seeds (scope mean); the global --seed S takes the "
     "run of seed S instead."
 )
+SIGNIFICANCE = SignificanceConfig()
+ALPHA_HELP = (
+    "False discovery rate: an answer is significant when its Benjamini-Hochberg q-value is "
+    "below it (0 < alpha < 1)."
+)
+DRAWS_HELP = (
+    "Most permutation-null draws per (test images, positives): a null starts with "
+    f"{SIGNIFICANCE.min_draws:,} and is drawn 10x deeper while fewer than 10 draws reach the "
+    "most extreme AP. The smallest p-value is 1/(draws+1), printed as '<1/(draws+1)' "
+    "(e.g. '<5.0e-05' for 20,000)."
+)
+
+
+def alpha_option() -> float:
+    return typer.Option(SIGNIFICANCE.alpha, "--alpha", help=ALPHA_HELP)
+
+
+def draws_option() -> int:
+    return typer.Option(SIGNIFICANCE.max_draws, "--draws", help=DRAWS_HELP)
 
 
 def register(app: typer.Typer) -> None:
@@ -37,13 +57,24 @@ def rank(
     min_positives: int = typer.Option(
         5, "--min-positives", help="Print only scores of attributes with this many positives."
     ),
+    alpha: float = alpha_option(),
+    draws: int = draws_option(),
     as_json: bool = common.json_option(),
 ) -> None:
-    """PR-AUC (scikit-learn's average precision) of every distilled image x attribute (x class).
+    """PR-AUC (scikit-learn's average precision) of every distilled image x attribute (x class),
+    and whether it is better than chance.
 
     Test images are ranked by each distilled image's influence, highest first; the positives
     are the test images with the attribute (within-class: among the test images of the class).
-    Stores AP, positive rate, positives and lift (AP / positive rate); a re-run replaces.
+    Stores AP, positive rate, positives, chance AP, lift (AP / chance AP), p, q and the null
+    draws; a re-run replaces. Chance is the exact expected AP of a random ranking of the T test
+    images with P positives; p is one-sided under the null that the ranking is independent of
+    the attribute (a permutation null per (T, P), shared by every distilled image); q is
+    Benjamini-Hochberg over every score the run stores for the set and scope, and an answer is
+    significant when q < --alpha. Printed: the significant count and the strongest answers by
+    q, then AP; a p below the floor of its draws as "<1/(draws+1)", e.g. "<5.0e-05".
+    A mean over several seeds also scores each seed (its own family, stored as scope seed:S)
+    and prints how well the seeds agree (Spearman of their APs, significant in every seed).
     """
     from ddsem.jobs import rank as job
 
@@ -56,6 +87,8 @@ def rank(
         all_classes=all_classes,
         top=top,
         min_positives=min_positives,
+        alpha=alpha,
+        draws=draws,
     )
     result = job.run(common.workspace(quiet=as_json), request)
     if as_json:
@@ -66,6 +99,7 @@ def rank(
 
 def render_rank(result, min_positives: int) -> None:
     """What `ddsem rank` prints (the demo prints the same)."""
+    from ddsem.jobs.judging import format_p, format_q
     from ddsem.jobs.rank import ESTIMATOR_TEXT
 
     seeds = ", ".join(map(str, result.seeds))
@@ -89,23 +123,64 @@ def render_rank(result, min_positives: int) -> None:
             f"{result.undefined} (attribute, class) pairs have no positive test image: AP is "
             "undefined there and nothing is stored"
         )
-    if result.top:
-        common.table(
-            f"highest lift (AP / positive rate; attributes with >= {min_positives} positives)",
-            ["distilled", "its class", "attribute", "among", "AP", "pos. rate", "lift"],
-            [
-                [
-                    r.distilled_index,
-                    r.distilled_class,
-                    r.attribute,
-                    r.class_filter,
-                    f"{r.ap:.3f}",
-                    f"{r.positive_rate:.3f}",
-                    f"{r.lift:.2f}",
-                ]
-                for r in result.top
-            ],
+    common.echo(
+        f"{result.significant} of {result.family} answers are better than chance at "
+        f"q < {result.alpha:g} (Benjamini-Hochberg over the {result.family} scores of scope "
+        f"{result.scope}; one-sided permutation p from {result.min_draws:,} to "
+        f"{result.max_draws:,} null draws per (test images, positives), "
+        f"{result.significance_seconds:.2f} s)"
+    )
+    agreement = result.seed_agreement
+    if agreement is not None:
+        scopes = ", ".join(f"seed:{s}" for s in agreement.seeds)
+        per_seed = ", ".join(
+            f"seed {s}: {n}"
+            for s, n in zip(agreement.seeds, agreement.significant_by_seed, strict=True)
         )
+        rho = ", ".join(f"{a} vs {b} {r:.2f}" for a, b, r in agreement.spearman)
+        common.echo(
+            f"each seed scored on its own (stored as scopes {scopes}): significant {per_seed}; "
+            f"{agreement.significant_in_every_seed} answers significant in every seed; "
+            f"Spearman of the seeds' APs: {rho}"
+        )
+    if result.top:
+        by_seed = agreement is not None
+        headers = ["distilled", "its class", "attribute", "among", "AP", "chance", "lift"]
+        headers += ["p", "q", "sig"] + (["AP by seed (mean ± sd)", "every seed"] if by_seed else [])
+        rows = []
+        for r in result.top:
+            row = [
+                r.distilled_index,
+                r.distilled_class,
+                r.attribute,
+                r.class_filter,
+                f"{r.ap:.3f}",
+                f"{r.chance_ap:.3f}",
+                f"{r.lift:.2f}",
+                format_p(r.p_value, r.draws),
+                format_q(r.q_value),
+                "*" if r.significant else "",
+            ]
+            if by_seed:
+                row += [_seed_cell(r.ap_by_seed, r.ap_sd), _yes(r.significant_in_every_seed)]
+            rows.append(row)
+        common.table(
+            f"strongest answers, lowest q then highest AP (attributes with >= {min_positives} "
+            f"positives; * q < {result.alpha:g}; lift = AP / chance AP)",
+            headers,
+            rows,
+        )
+
+
+def _seed_cell(ap_by_seed, sd) -> str:
+    if not ap_by_seed:
+        return "-"
+    mean = sum(ap_by_seed) / len(ap_by_seed)
+    return f"{mean:.3f} ± {sd:.3f}"
+
+
+def _yes(flag) -> str:
+    return "-" if flag is None else ("yes" if flag else "no")
 
 
 def query(
@@ -119,9 +194,21 @@ def query(
     images: int = typer.Option(
         5, "--images", help="Most influenced matching test images shown per distilled image."
     ),
+    alpha: float = alpha_option(),
+    draws: int = draws_option(),
     as_json: bool = common.json_option(),
 ) -> None:
-    """Which distilled images drive a semantic? Ranked by average precision, with lift."""
+    """Which distilled images drive a semantic? Ranked by average precision, judged against
+    chance.
+
+    Each distilled image's AP is shown with the chance AP (the exact expected AP of a random
+    ranking of the question's T test images with P positives), lift (AP / chance AP), a
+    one-sided permutation p-value (the same null per (T, P) as `ddsem rank`) and a
+    Benjamini-Hochberg q-value over all the distilled images ranked for the question; * marks
+    q < --alpha, and a last line says in plain words whether any of them predicts the
+    question better than chance. A p below the floor of its draws prints as "<1/(draws+1)".
+    With a mean over several seeds: AP per seed (mean ± sd) and significance in every seed.
+    """
     from ddsem.jobs import query as job
 
     request = job.QueryRequest(
@@ -132,6 +219,8 @@ def query(
         mean_over_seeds=mean_over_seeds,
         top=top,
         images=images,
+        alpha=alpha,
+        draws=draws,
     )
     answer = job.run(common.workspace(quiet=as_json), request)
     if as_json:
@@ -142,6 +231,7 @@ def query(
 
 def render_answer(answer) -> None:
     """What `ddsem query` prints (the demo prints the same)."""
+    from ddsem.jobs.judging import format_p, format_q
     from ddsem.jobs.query import ESTIMATOR_TEXT
 
     parsed = answer.parsed
@@ -151,23 +241,40 @@ def render_answer(answer) -> None:
     common.echo(
         f"set {answer.set_name!r} ({answer.method}), scope {answer.scope}: {answer.positives} of "
         f"{answer.total} annotated {where}test images have {what} "
-        f"(positive rate {answer.positive_rate:.3f})"
+        f"(positive rate {answer.positive_rate:.3f}, chance AP {answer.chance_ap:.3f})"
     )
+    by_seed = any(r.ap_by_seed is not None for r in answer.results)
+    headers = ["rank", "distilled", "its class", "AP", "chance", "lift", "p", "q", "sig"]
+    if by_seed:
+        headers += ["AP by seed (mean ± sd)", "every seed"]
+    headers.append(f"most influenced {what} test images")
+    rows = []
+    for i, r in enumerate(answer.results):
+        row = [
+            i + 1,
+            r.distilled_index,
+            r.class_name,
+            f"{r.ap:.3f}",
+            f"{r.chance_ap:.3f}",
+            f"{r.lift:.2f}",
+            format_p(r.p_value, answer.draws),
+            format_q(r.q_value),
+            "*" if r.significant else "",
+        ]
+        if by_seed:
+            row += [_seed_cell(r.ap_by_seed, r.ap_sd), _yes(r.significant_in_every_seed)]
+        row.append("  ".join(f"#{h.test_index} ({h.influence:+.3g})" for h in r.top_images))
+        rows.append(row)
     common.table(
-        f"distilled images ranked by {ESTIMATOR_TEXT}",
-        ["rank", "distilled", "its class", "AP", "lift", f"most influenced {what} test images"],
-        [
-            [
-                i + 1,
-                r.distilled_index,
-                r.class_name,
-                f"{r.ap:.3f}",
-                f"{r.lift:.2f}",
-                "  ".join(f"#{h.test_index} ({h.influence:+.3g})" for h in r.top_images),
-            ]
-            for i, r in enumerate(answer.results)
-        ],
+        f"distilled images ranked by {ESTIMATOR_TEXT} (* q < {answer.alpha:g}, Benjamini-Hochberg "
+        f"over the {answer.num_distilled} distilled images)",
+        headers,
+        rows,
     )
+    if answer.seed_spearman:
+        rho = ", ".join(f"{a} vs {b} {r:.2f}" for a, b, r in answer.seed_spearman)
+        common.echo(f"Spearman of the seeds' APs over the {answer.num_distilled} images: {rho}")
+    common.echo(answer.verdict)
 
 
 def report(
@@ -178,7 +285,10 @@ def report(
     question: str = typer.Option(
         None,
         "--query",
-        help='PR curves for this question (e.g. "yellow cars") [default: the highest-lift pair].',
+        help=(
+            'PR curves for this question (e.g. "yellow cars") [default: the stored pair of lowest '
+            "q, then highest lift]."
+        ),
     ),
     top: int = typer.Option(5, "--top", help="Distilled images drawn in the PR curves."),
     per_image: int = typer.Option(
@@ -187,12 +297,16 @@ def report(
     min_positives: int = typer.Option(
         5, "--min-positives", help="Table: only attributes with this many positives."
     ),
+    alpha: float = alpha_option(),
+    draws: int = draws_option(),
 ) -> None:
     """Figures and tables of the semantics: PR curves, influence grids, Table 1 (MD, CSV).
 
-    PR curves of the distilled images that best find an attribute (paper Fig 9), each distilled
-    image beside the 3x3 grid of its most influenced test images (Fig 10), and a Table-1-style
-    summary of each image's most predictive attributes, from the scores `ddsem rank` stored."""
+    PR curves of the distilled images that best find an attribute (paper Fig 9; the chance AP
+    dashed, each curve with its p and q as `ddsem query` gives them), each distilled image
+    beside the 3x3 grid of its most influenced test images (Fig 10), and a Table-1-style summary
+    of each image's most predictive attributes from the scores `ddsem rank` stored (lowest q,
+    then highest lift = AP / chance AP; * marks q < --alpha)."""
     from ddsem.jobs import report as job
 
     request = job.ReportRequest(
@@ -205,6 +319,8 @@ def report(
         top=top,
         attributes_per_image=per_image,
         min_positives=min_positives,
+        alpha=alpha,
+        draws=draws,
     )
     render_report(job.run(common.workspace(), request))
 
@@ -213,4 +329,12 @@ def render_report(result) -> None:
     """What `ddsem report` prints (the demo prints the same)."""
     common.echo(f"PR curves for {result.attributes} among {result.among}: {result.pr_curves}")
     common.echo(f"{len(result.grids)} influence grids: {result.influence_dir}")
-    common.echo(f"table: {result.table_md} and {result.table_csv}")
+    n = result.curves_significant
+    common.echo(
+        f"{n} distilled image{'' if n == 1 else 's'} find{'s' if n == 1 else ''} "
+        f"{result.attributes} among {result.among} better than chance (q < {result.alpha:g})"
+    )
+    common.echo(
+        f"table: {result.table_md} and {result.table_csv} ({result.table_significant} of "
+        f"{result.table_rows} rows significant)"
+    )

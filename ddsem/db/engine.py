@@ -19,7 +19,17 @@ from sqlmodel import Session, SQLModel, create_engine, select
 
 from ddsem.errors import UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# The columns each version adds to existing tables (a new table needs no entry: it is created).
+# An older database gets them, and the new version number, in one transaction when it is opened.
+ADDED_COLUMNS: dict[int, list[tuple[str, str, str]]] = {
+    2: [  # chance level and significance of every score (issue 14)
+        ("attributescore", "chance_ap", "FLOAT"),
+        ("attributescore", "p_value", "FLOAT"),
+        ("attributescore", "q_value", "FLOAT"),
+        ("attributescore", "draws", "INTEGER"),
+    ],
+}
 DEFAULT_DB = "ddsem.db"
 BUSY_TIMEOUT_MS = 30_000
 
@@ -94,6 +104,7 @@ def open_db(db: str | os.PathLike | None = None, *, create: bool = True) -> Data
 
     try:
         existing = set(inspect(engine).get_table_names())
+        version: int | None = None  # None: a new database
         if "meta" in existing:
             with Session(engine) as s:
                 row = s.exec(select(tables.Meta).where(tables.Meta.key == "schema_version")).first()
@@ -106,11 +117,14 @@ def open_db(db: str | os.PathLike | None = None, *, create: bool = True) -> Data
         if not create and not existing:
             raise UserError(f"no ddsem database at {url}")
         SQLModel.metadata.create_all(engine)
-        with Session(engine) as s:
-            row = s.get(tables.Meta, "schema_version")
-            if row is None:
-                s.add(tables.Meta(key="schema_version", value=str(SCHEMA_VERSION)))
-                s.commit()
+        if version is not None and version < SCHEMA_VERSION:
+            _upgrade(engine, version, is_sqlite)
+        else:
+            with Session(engine) as s:
+                row = s.get(tables.Meta, "schema_version")
+                if row is None:
+                    s.add(tables.Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+                    s.commit()
     except (DatabaseError, OperationalError) as e:
         engine.dispose()
         raise UserError(f"cannot open database {url}: {e.orig if hasattr(e, 'orig') else e}") from e
@@ -118,3 +132,36 @@ def open_db(db: str | os.PathLike | None = None, *, create: bool = True) -> Data
         engine.dispose()
         raise
     return Database(url, engine)
+
+
+def _upgrade(engine: Engine, version: int, is_sqlite: bool) -> None:
+    """Bring a database of an older schema ``version`` to ``SCHEMA_VERSION`` in one transaction:
+    the columns added since (``ADDED_COLUMNS``; NULL in existing rows), then the version."""
+    from ddsem.db import tables
+
+    inspector = inspect(engine)
+    present = {
+        t: {c["name"] for c in inspector.get_columns(t)} for t in inspector.get_table_names()
+    }
+    meta = tables.Meta.__table__
+    with engine.connect() as conn:
+        try:
+            if is_sqlite:  # pysqlite opens no transaction before DDL: open it here
+                conn.exec_driver_sql("BEGIN")
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for table, column, sql_type in ADDED_COLUMNS.get(step, []):
+                    if column not in present.get(table, set()):
+                        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+            found = conn.execute(select(meta.c.key).where(meta.c.key == "schema_version")).first()
+            if found is None:
+                conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+            else:
+                conn.execute(
+                    meta.update()
+                    .where(meta.c.key == "schema_version")
+                    .values(value=str(SCHEMA_VERSION))
+                )
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise

@@ -30,7 +30,8 @@ FORMATS = ("csv", "parquet", "json")
 
 SCORE_COLUMNS = [
     "set", "method", "scope", "context", "distilled_index", "attribute", "class_filter",
-    "class", "estimator", "ap", "positive_rate", "positives", "lift",
+    "class", "estimator", "ap", "positive_rate", "positives", "lift", "chance_ap", "p_value",
+    "q_value", "draws",
 ]  # fmt: skip
 TOPK_COLUMNS = [
     "set", "method", "run_id", "seed", "context", "distilled_index", "rank", "test_index",
@@ -80,7 +81,8 @@ def scores_for_export(db: Database, set_name: str | None = None) -> list[dict[st
                     "class": _class_name(classes.get(dataset, []), sc.class_filter)
                     if sc.class_filter >= 0 else "all",
                     "estimator": sc.estimator, "ap": sc.ap, "positive_rate": sc.positive_rate,
-                    "positives": sc.positives, "lift": sc.lift,
+                    "positives": sc.positives, "lift": sc.lift, "chance_ap": sc.chance_ap,
+                    "p_value": sc.p_value, "q_value": sc.q_value, "draws": sc.draws,
                 }
             )  # fmt: skip
         return out

@@ -55,18 +55,31 @@ def replace_scores(
 ) -> int:
     """Store one ranking in one transaction: the old scores of this set, scope, context and
     these class filters go, the new ones come (a re-run replaces, never duplicates)."""
+    return replace_scopes(db, set_id, context, class_filters, {scope: rows})[scope]
+
+
+def replace_scopes(
+    db: Database,
+    set_id: int,
+    context: str,
+    class_filters: list[int],
+    rows_by_scope: dict[str, list[dict]],
+) -> dict[str, int]:
+    """``replace_scores`` for several scopes at once (the mean and each seed's), all in one
+    transaction; returns the rows stored per scope."""
     with db.session() as s:
-        s.exec(
-            delete(AttributeScore).where(
-                AttributeScore.set_id == set_id,
-                AttributeScore.scope == scope,
-                AttributeScore.context == context,
-                col(AttributeScore.class_filter).in_(class_filters),
+        for scope, rows in rows_by_scope.items():
+            s.exec(
+                delete(AttributeScore).where(
+                    AttributeScore.set_id == set_id,
+                    AttributeScore.scope == scope,
+                    AttributeScore.context == context,
+                    col(AttributeScore.class_filter).in_(class_filters),
+                )
             )
-        )
-        if rows:
-            s.exec(insert(AttributeScore), params=rows)
-    return len(rows)
+            if rows:
+                s.exec(insert(AttributeScore), params=rows)
+    return {scope: len(rows) for scope, rows in rows_by_scope.items()}
 
 
 @dataclass
@@ -78,7 +91,11 @@ class ScoreRow:
     ap: float
     positive_rate: float
     positives: int
-    lift: float
+    lift: float  # AP / chance AP
+    chance_ap: float | None = None  # None: stored before schema version 2 (re-run rank)
+    p_value: float | None = None
+    q_value: float | None = None
+    draws: int | None = None
 
 
 def read_scores(
@@ -102,6 +119,10 @@ def read_scores(
                 AttributeScore.positive_rate,
                 AttributeScore.positives,
                 AttributeScore.lift,
+                AttributeScore.chance_ap,
+                AttributeScore.p_value,
+                AttributeScore.q_value,
+                AttributeScore.draws,
             )
             .join(Attribute, Attribute.id == AttributeScore.attribute_id)
             .where(

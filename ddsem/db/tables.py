@@ -175,7 +175,8 @@ class ImageAttribute(SQLModel, table=True):
 
 
 class AttributeScore(SQLModel, table=True):
-    """How well a distilled image's influence ranking predicts an attribute (PR-AUC)."""
+    """How well a distilled image's influence ranking predicts an attribute (PR-AUC), and
+    whether that is better than chance (``ddsem.significance``; schema version 2)."""
 
     __table_args__ = (
         UniqueConstraint("set_id", "scope", "distilled_index", "attribute_id", "class_filter"),
@@ -191,7 +192,12 @@ class AttributeScore(SQLModel, table=True):
     ap: float
     positive_rate: float
     positives: int
-    lift: float
+    lift: float  # AP / chance AP (1: no better than a random ranking)
+    # Version 2; NULL on scores stored before it (re-run `ddsem rank` to fill them):
+    chance_ap: float | None = None  # exact expected AP of a random ranking (T, P)
+    p_value: float | None = None  # one-sided permutation p-value of the AP
+    q_value: float | None = None  # Benjamini-Hochberg over the scores of one rank run
+    draws: int | None = None  # null draws behind the p-value (p >= 1 / (draws + 1))
 
 
 # -- distillation, curvature and other analyses --------------------------------------------------

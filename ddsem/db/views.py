@@ -8,6 +8,7 @@ dataclasses holding PNG bytes, never ORM rows. Blob columns are selected only wh
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import numpy as np
 from sqlalchemy import distinct, func
 from sqlmodel import select
 
+from ddsem.config import SignificanceConfig
 from ddsem.db.engine import Database
 from ddsem.db.influence import InfluenceRunInfo, list_runs
 from ddsem.db.tables import (
@@ -298,7 +300,8 @@ def top_influenced(
 
 @dataclass(frozen=True)
 class ScoreView:
-    """One AttributeScore row with its attribute's name."""
+    """One AttributeScore row with its attribute's name. The chance AP, p- and q-value are None
+    in scores stored before ``ddsem rank`` computed them."""
 
     attribute_id: int
     attribute: str
@@ -307,9 +310,20 @@ class ScoreView:
     context: str
     class_filter: int
     ap: float
-    lift: float
+    lift: float  # AP / chance AP
     positives: int
     positive_rate: float
+    chance_ap: float | None = None  # the expected AP of a random ranking
+    p_value: float | None = None  # one-sided permutation p-value of the AP
+    q_value: float | None = None  # Benjamini-Hochberg over the set's scores at this scope
+    draws: int | None = None  # null draws behind p (p >= 1 / (draws + 1))
+
+    @property
+    def significant(self) -> bool | None:
+        """q < SignificanceConfig.alpha; None without a q-value."""
+        if self.q_value is None or not math.isfinite(self.q_value):
+            return None
+        return self.q_value < SignificanceConfig.alpha
 
 
 @dataclass(frozen=True)
@@ -371,6 +385,10 @@ def attribute_scores(
             lift=r.lift,
             positives=r.positives,
             positive_rate=r.positive_rate,
+            chance_ap=r.chance_ap,
+            p_value=r.p_value,
+            q_value=r.q_value,
+            draws=r.draws,
         )
         for r, name, kind in rows
     ]

@@ -2,7 +2,12 @@
 image x attribute (x class filter), stored as AttributeScore rows; a re-run replaces.
 
 Test images are ranked by each distilled image's influence, highest first; the positives are
-the test images with the attribute (within a class: among the test images of the class).
+the test images with the attribute (within a class: among the test images of the class). Each
+score is stored with its chance level (the exact expected AP of a random ranking), lift (AP /
+chance AP), a one-sided permutation p-value and a Benjamini-Hochberg q-value over the family of
+everything the run stores for the set and scope (``ddsem.jobs.judging``). The mean over several
+seeds also scores each seed's influence as its own family, stored as scope "seed:S" exactly as
+``rank --seed S`` stores it, and reports how well the seeds agree.
 """
 
 from __future__ import annotations
@@ -14,11 +19,24 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ddsem.jobs.common import at_least, check
+from ddsem.jobs.judging import (
+    ALPHA,
+    DRAWS,
+    Judged,
+    check_alpha,
+    check_draws,
+    draw_range,
+    judge,
+    seed_stability,
+)
+from ddsem.jobs.judging import PHASE as SIGNIFICANCE_PHASE
 from ddsem.jobs.semantic_inputs import SEED_OR_MEAN, RankingInputs, load_ranking_inputs
 from ddsem.semantics import ALL_CLASSES, ESTIMATOR, ESTIMATOR_TEXT, Scores, score_attributes
+from ddsem.significance import distinct_pairs, tied_rows
 
 if TYPE_CHECKING:
     from ddsem.jobs.workspace import Workspace
+    from ddsem.significance import SeedStability
 
 __all__ = [
     "ESTIMATOR",
@@ -26,6 +44,7 @@ __all__ = [
     "RankPlan",
     "RankRequest",
     "RankResult",
+    "SeedAgreement",
     "TopScore",
     "plan",
     "run",
@@ -47,6 +66,8 @@ class RankRequest:
     all_classes: bool = False  # only over all test images
     top: int = 10  # best scores in the result
     min_positives: int = 5  # ... among attributes with this many positives
+    alpha: float = ALPHA  # significant: Benjamini-Hochberg q < alpha
+    draws: int = DRAWS  # the most permutation-null draws per (test images, positives)
 
     def __post_init__(self) -> None:
         check(
@@ -56,6 +77,8 @@ class RankRequest:
         check(not (self.seed is not None and self.mean_over_seeds), SEED_OR_MEAN)
         at_least(self.top, 0, "--top")
         at_least(self.min_positives, 0, "--min-positives")
+        check_alpha(self.alpha)
+        check_draws(self.draws)
 
     @property
     def over_all(self) -> bool:
@@ -74,14 +97,23 @@ class RankPlan:
     replaces: bool  # scores of this set and scope are stored already (a run replaces them)
 
     @property
+    def seed_scopes(self) -> list[str]:
+        """The per-seed scopes a mean over several seeds also stores ("seed:S" each)."""
+        if self.inputs.scope != "mean" or len(self.inputs.influence_by_seed) < 2:
+            return []
+        return [f"seed:{s}" for s in self.inputs.seeds]
+
+    @property
     def steps(self) -> int:
-        """Rankings to score: one per distilled image and kind (over all, within classes)."""
-        return self.inputs.influence.shape[0] * (int(self.over_all) + int(self.per_class))
+        """Rankings to score: one per distilled image and kind (over all, within classes), for
+        the scope and for each seed of a mean."""
+        kinds = int(self.over_all) + int(self.per_class)
+        return self.inputs.influence.shape[0] * kinds * (1 + len(self.seed_scopes))
 
 
 @dataclass
 class TopScore:
-    """One of the strongest signals (highest lift) of a ranking."""
+    """One of the strongest answers of a ranking (lowest q, then highest AP)."""
 
     distilled_index: int
     distilled_class: str
@@ -90,7 +122,38 @@ class TopScore:
     ap: float
     positive_rate: float
     positives: int
-    lift: float
+    lift: float  # AP / chance AP
+    chance_ap: float
+    p_value: float
+    q_value: float
+    draws: int  # null draws behind p (p >= 1 / (draws + 1))
+    significant: bool  # q < alpha
+    # a mean over several seeds: the AP of each seed's influence, their sd and whether the
+    # answer is significant in every seed's own family (None otherwise)
+    ap_by_seed: list[float] | None = None
+    ap_sd: float | None = None
+    significant_in_every_seed: bool | None = None
+
+
+@dataclass
+class SeedAgreement:
+    """How the seeds behind a mean agree: each seed scored as its own family (scope seed:S)."""
+
+    seeds: list[int]
+    spearman: list[tuple[int, int, float]]  # (seed a, seed b, Spearman rho of all their APs)
+    significant_by_seed: list[int]  # answers at q < alpha in each seed's family
+    significant_in_every_seed: int  # answers at q < alpha in every seed
+    stored_per_seed: int  # scores stored per seed scope
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "seeds": self.seeds,
+            "scopes": [f"seed:{s}" for s in self.seeds],
+            "spearman": [{"seeds": [a, b], "rho": rho} for a, b, rho in self.spearman],
+            "significant_by_seed": self.significant_by_seed,
+            "significant_in_every_seed": self.significant_in_every_seed,
+            "stored_per_seed": self.stored_per_seed,
+        }
 
 
 @dataclass
@@ -112,6 +175,14 @@ class RankResult:
     seconds: float
     top: list[TopScore]
     min_positives: int
+    alpha: float = ALPHA
+    min_draws: int = 0  # null draws per (test images, positives): first ...
+    max_draws: int = DRAWS  # ... and at most (drawn deeper for extreme APs)
+    significant: int = 0  # stored answers at q < alpha
+    family: int = 0  # the p-values the q-values correct for: every score stored for the scope
+    significance_seconds: float = 0.0
+    tied_rows: int = 0  # distilled images whose influence has ties (the null assumes none)
+    seed_agreement: SeedAgreement | None = None  # a mean over several seeds
 
     @property
     def kinds(self) -> str:
@@ -135,6 +206,14 @@ class RankResult:
             "undefined_no_positives": self.undefined,
             "seconds": round(self.seconds, 3),
             "top": [asdict(r) for r in self.top],
+            "alpha": self.alpha,
+            "min_draws": self.min_draws,
+            "max_draws": self.max_draws,
+            "significant": self.significant,
+            "family": self.family,
+            "significance_seconds": round(self.significance_seconds, 3),
+            "tied_influence_rows": self.tied_rows,
+            "seed_stability": self.seed_agreement.as_json() if self.seed_agreement else None,
         }
 
 
@@ -154,28 +233,74 @@ def plan(ws: Workspace, request: RankRequest) -> RankPlan:
 
 
 def run(ws: Workspace, request: RankRequest) -> RankResult:
-    """Score every ranking and store the scores in one transaction (replacing this scope's)."""
-    from ddsem.db.scores import replace_scores
+    """Score every ranking, judge it against chance and store the scores in one transaction
+    (replacing this scope's, and with a mean over several seeds each seed's)."""
+    from ddsem.db.scores import replace_scopes
 
     p = plan(ws, request)
     inputs = p.inputs
     n, t = inputs.influence.shape
+    matrices = [inputs.influence, *(inputs.influence_by_seed if p.seed_scopes else [])]
     start = time.perf_counter()
     with ws.progress.phase(PHASE, p.steps) as advance:
-        scores = score_attributes(
-            inputs.influence,
-            inputs.test_classes,
-            inputs.labels,
-            inputs.num_classes,
-            all_classes=p.over_all,
-            within_class=p.per_class,
-            progress=advance,
-        )
+        all_scores = [
+            score_attributes(
+                matrix,
+                inputs.test_classes,
+                inputs.labels,
+                inputs.num_classes,
+                all_classes=p.over_all,
+                within_class=p.per_class,
+                progress=advance,
+            )
+            for matrix in matrices
+        ]
     seconds = time.perf_counter() - start
-    rows, undefined = score_rows(inputs, scores)
-    stored = replace_scores(
-        ws.db, inputs.set_id, inputs.scope, inputs.context, scores.class_filters, rows
+    scores = all_scores[0]
+    start = time.perf_counter()
+    pairs = distinct_pairs(scores.totals, scores.positives)
+    with ws.progress.phase(SIGNIFICANCE_PHASE, pairs * len(all_scores)) as advance:
+        all_judged = [
+            judge(
+                sc.ap,
+                sc.totals,
+                sc.positives,
+                alpha=request.alpha,
+                draws=request.draws,
+                progress=advance,
+            )
+            for sc in all_scores
+        ]
+    significance_seconds = time.perf_counter() - start
+    judged = all_judged[0]
+    rows, undefined = score_rows(inputs, scores, judged)
+    rows_by_scope = {inputs.scope: rows}
+    for scope, sc, jd in zip(p.seed_scopes, all_scores[1:], all_judged[1:], strict=True):
+        rows_by_scope[scope] = score_rows(inputs, sc, jd, scope=scope)[0]
+    stored = replace_scopes(
+        ws.db, inputs.set_id, inputs.context, scores.class_filters, rows_by_scope
     )
+    agreement = None
+    stability = None
+    if p.seed_scopes:
+        stability = seed_stability(
+            list(inputs.seeds),
+            np.stack([sc.ap for sc in all_scores[1:]]),
+            np.stack([jd.significant for jd in all_judged[1:]]),
+        )
+        agreement = SeedAgreement(
+            seeds=list(inputs.seeds),
+            spearman=stability.spearman,
+            significant_by_seed=[int(jd.significant.sum()) for jd in all_judged[1:]],
+            significant_in_every_seed=int(stability.significant_in_all.sum()),
+            stored_per_seed=stored[p.seed_scopes[0]],
+        )
+    tied = tied_rows(inputs.influence)
+    if tied:
+        ws.progress.note(
+            f"{tied} of {n} distilled images have tied influence values: their p-values assume "
+            "a tie-free ranking (the shared null)"
+        )
     return RankResult(
         set_name=inputs.set_name,
         method=inputs.method,
@@ -189,11 +314,27 @@ def run(ws: Workspace, request: RankRequest) -> RankResult:
         class_filters=[_filter_text(inputs, c) for c in scores.class_filters],
         over_all=p.over_all,
         per_class=p.per_class,
-        stored=stored,
+        stored=stored[inputs.scope],
         undefined=undefined,
         seconds=seconds,
-        top=top_scores(inputs, rows, request.top, request.min_positives),
+        top=top_scores(
+            inputs,
+            scores,
+            judged,
+            request.top,
+            request.min_positives,
+            seed_aps=[sc.ap for sc in all_scores[1:]],
+            stability=stability,
+        ),
         min_positives=request.min_positives,
+        alpha=request.alpha,
+        min_draws=draw_range(request.draws)[0],
+        max_draws=request.draws,
+        significant=int(judged.significant.sum()),
+        family=judged.family,
+        significance_seconds=significance_seconds,
+        tied_rows=tied,
+        seed_agreement=agreement,
     )
 
 
@@ -201,55 +342,91 @@ def _filter_text(inputs: RankingInputs, class_filter: int) -> str:
     return "all" if class_filter == ALL_CLASSES else inputs.classes[class_filter]
 
 
-def score_rows(inputs: RankingInputs, scores: Scores) -> tuple[list[dict[str, Any]], int]:
-    """AttributeScore rows for every defined (distilled image, attribute, class filter), and the
-    number of (attribute, class filter) pairs left out because they have no positive."""
+def score_rows(
+    inputs: RankingInputs, scores: Scores, judged: Judged, scope: str | None = None
+) -> tuple[list[dict[str, Any]], int]:
+    """AttributeScore rows for every defined (distilled image, attribute, class filter) of
+    ``scope`` (default: the inputs'), with chance, p and q, and the number of (attribute, class
+    filter) pairs left out because they have no positive."""
     rate = scores.positive_rate
     lift = scores.lift
     defined = scores.positives > 0  # (F, A)
     rows: list[dict[str, Any]] = []
     f_idx, a_idx = np.nonzero(defined)
+    chance = judged.chance[f_idx, a_idx].tolist()
+    draws = judged.draws[f_idx, a_idx].tolist()
+    fixed = [
+        {
+            "set_id": inputs.set_id,
+            "scope": scope or inputs.scope,
+            "context": inputs.context,
+            "attribute_id": inputs.attributes[a].id,
+            "class_filter": scores.class_filters[f],
+            "estimator": ESTIMATOR,
+            "positive_rate": float(rate[f, a]),
+            "positives": int(scores.positives[f, a]),
+            "chance_ap": ch,
+            "draws": int(d),
+        }
+        for f, a, ch, d in zip(f_idx.tolist(), a_idx.tolist(), chance, draws, strict=True)
+    ]
     for k in range(scores.ap.shape[0]):
-        ap_k = scores.ap[k, f_idx, a_idx]
-        lift_k = lift[k, f_idx, a_idx]
-        for f, a, ap, li in zip(
-            f_idx.tolist(), a_idx.tolist(), ap_k.tolist(), lift_k.tolist(), strict=True
-        ):
+        columns = (
+            scores.ap[k, f_idx, a_idx].tolist(),
+            lift[k, f_idx, a_idx].tolist(),
+            judged.p[k, f_idx, a_idx].tolist(),
+            judged.q[k, f_idx, a_idx].tolist(),
+        )
+        for base, ap, li, pv, qv in zip(fixed, *columns, strict=True):
             rows.append(
-                {
-                    "set_id": inputs.set_id,
-                    "scope": inputs.scope,
-                    "context": inputs.context,
-                    "distilled_index": k,
-                    "attribute_id": inputs.attributes[a].id,
-                    "class_filter": scores.class_filters[f],
-                    "estimator": ESTIMATOR,
-                    "ap": ap,
-                    "positive_rate": float(rate[f, a]),
-                    "positives": int(scores.positives[f, a]),
-                    "lift": li,
-                }
+                {**base, "distilled_index": k, "ap": ap, "lift": li, "p_value": pv, "q_value": qv}
             )
     return rows, int((~defined).sum())
 
 
 def top_scores(
-    inputs: RankingInputs, rows: list[dict[str, Any]], top: int, min_positives: int
+    inputs: RankingInputs,
+    scores: Scores,
+    judged: Judged,
+    top: int,
+    min_positives: int,
+    *,
+    seed_aps: list[np.ndarray] | None = None,
+    stability: SeedStability | None = None,
 ) -> list[TopScore]:
-    """The strongest signals: highest lift first, among attributes with enough positives."""
-    best = [r for r in rows if r["positives"] >= min_positives]
-    best.sort(key=lambda r: (-r["lift"], r["distilled_index"]))
-    names = {a.id: a.name for a in inputs.attributes}
-    return [
-        TopScore(
-            distilled_index=r["distilled_index"],
-            distilled_class=inputs.classes[int(inputs.distilled_labels[r["distilled_index"]])],
-            attribute=names[r["attribute_id"]],
-            class_filter=_filter_text(inputs, r["class_filter"]),
-            ap=r["ap"],
-            positive_rate=r["positive_rate"],
-            positives=r["positives"],
-            lift=r["lift"],
+    """The strongest answers: lowest q first, then highest AP (then distilled index, attribute
+    and class filter), among attributes with enough positives."""
+    eligible = (scores.positives > 0) & (scores.positives >= min_positives)  # (F, A)
+    k_idx, f_idx, a_idx = np.nonzero(np.broadcast_to(eligible, scores.ap.shape))
+    q = judged.q[k_idx, f_idx, a_idx]
+    ap = scores.ap[k_idx, f_idx, a_idx]
+    order = np.lexsort((f_idx, a_idx, k_idx, -ap, q))[: max(top, 0)]
+    out = []
+    for i in order.tolist():
+        k, f, a = int(k_idx[i]), int(f_idx[i]), int(a_idx[i])
+        extra: dict[str, Any] = {}
+        if seed_aps and stability is not None:
+            extra = {
+                "ap_by_seed": [float(s[k, f, a]) for s in seed_aps],
+                "ap_sd": float(stability.sd[k, f, a]),
+                "significant_in_every_seed": bool(stability.significant_in_all[k, f, a]),
+            }
+        out.append(
+            TopScore(
+                distilled_index=k,
+                distilled_class=inputs.classes[int(inputs.distilled_labels[k])],
+                attribute=inputs.attributes[a].name,
+                class_filter=_filter_text(inputs, scores.class_filters[f]),
+                ap=float(scores.ap[k, f, a]),
+                positive_rate=float(scores.positive_rate[f, a]),
+                positives=int(scores.positives[f, a]),
+                lift=float(scores.lift[k, f, a]),
+                chance_ap=float(judged.chance[f, a]),
+                p_value=float(judged.p[k, f, a]),
+                q_value=float(judged.q[k, f, a]),
+                draws=int(judged.draws[f, a]),
+                significant=bool(judged.significant[k, f, a]),
+                **extra,
+            )
         )
-        for r in best[: max(top, 0)]
-    ]
+    return out

@@ -7,7 +7,7 @@ start here; every missing step is refused with one line naming the command that 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,6 +42,9 @@ class RankingInputs:
     distilled_labels: np.ndarray  # (N,) int64
     dataset_id: int
     skipped_unannotated: int  # test images of the run left out: not annotated yet
+    # the runs behind a mean of several seeds, (N, T) each in the order of ``seeds`` and with
+    # the columns of ``influence``; empty for one run
+    influence_by_seed: list[np.ndarray] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -177,4 +180,5 @@ def load_ranking_inputs(
         distilled_labels=distilled_labels,
         dataset_id=dataset.id or 0,
         skipped_unannotated=len(test_indices) - len(keep),
+        influence_by_seed=[m[:, keep_arr] for m in matrices] if len(matrices) > 1 else [],
     )

@@ -2,8 +2,10 @@
 
 The TUI imports this module (never ``ddsem.db`` or ``ddsem.semantics``) and calls it in worker
 threads: the database views (re-exported from ``ddsem.db.views``: short read-only sessions,
-small dataclasses, paged lists), the ranking inputs of a scope, a question answered by the
-query job (the path of ``ddsem query``), and one distilled image's precision-recall curve.
+small dataclasses, paged lists; scores with their stored chance AP, p- and q-value), the
+ranking inputs of a scope, a question answered by the query job (the path of ``ddsem query``:
+each image's AP judged against chance, and the verdict), and one distilled image's
+precision-recall curve with the chance AP it is drawn against.
 
 Importing this module loads the database layer (SQLAlchemy); the TUI does it off the UI thread.
 """
@@ -44,6 +46,7 @@ from ddsem.jobs.query import Answer, QueryRequest, RankedImage, TestHit
 from ddsem.jobs.semantic_inputs import RankingInputs, load_ranking_inputs
 from ddsem.jobs.workspace import Workspace
 from ddsem.semantics import precision_recall_curve
+from ddsem.significance import chance_ap
 
 __all__ = [
     "Answer",
@@ -130,6 +133,12 @@ class PrCurve:
     average_precision: float  # the area under the step curve: scikit-learn's estimator
     positives: int
     total: int
+
+    @property
+    def chance_ap(self) -> float:
+        """The expected AP of a random ranking of these ``total`` images (``positives`` of
+        them positive): the level an AP must beat (``ddsem.significance.chance_ap``)."""
+        return float(chance_ap(self.total, self.positives))
 
     def steps(self) -> tuple[list[float], list[float]]:
         """Corner points of the step function whose area is the average precision."""

@@ -64,8 +64,8 @@ def describe_error(error: Exception) -> str:
 class RowTable(DataTable):
     """A table with a row cursor that keeps its place across refreshes."""
 
-    def __init__(self, *, id: str) -> None:  # noqa: A002
-        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
+    def __init__(self, *, id: str, cell_padding: int = 1) -> None:  # noqa: A002
+        super().__init__(id=id, cursor_type="row", zebra_stripes=True, cell_padding=cell_padding)
 
     def highlighted_key(self) -> str | None:
         if self.row_count == 0:
@@ -329,9 +329,9 @@ class DetailScreen(DataScreen):
             with Vertical(id="detail-scores"):
                 yield Static(id="scores-title", classes="title")
                 yield Static(id="scores-hint", classes="hint")
-                yield RowTable(id="scores")
+                yield RowTable(id="scores", cell_padding=0)  # eight columns in 50 cells
             with Vertical(id="detail-curve"):
-                yield Static(id="curve-title", classes="title two-lines")
+                yield Static(id="curve-title", classes="title three-lines")
                 yield Static(id="curve-hint", classes="hint")
                 yield PlotextPlot(id="curve")
         with Vertical(id="detail-bottom"):
@@ -452,8 +452,7 @@ class DetailScreen(DataScreen):
     async def load_scores(self) -> None:
         table = self.query_one("#scores", RowTable)
         self.query_one("#scores-title", Static).update(
-            f"by AP \u00b7 {self.scope or 'no influence'} \u00b7 "
-            f"{vm.filter_label(self.class_filter, self.classes_)}"
+            vm.scores_title(self.scope, self.class_filter, self.classes_)
         )
         rows: list[views.ScoreView] = []
         if self.scope is not None:
@@ -468,7 +467,7 @@ class DetailScreen(DataScreen):
         keep = table.highlighted_key()
         table.clear()
         self.scores = {str(score.attribute_id): score for score in rows}
-        asked = self.asked
+        asked = self.asked if vm.asked_here(self.asked, self.scope, self.class_filter) else None
         ranked = asked is not None and vm.asked_key(asked) in self.scores
         if asked is not None and not ranked:
             table.add_row(*vm.asked_row(asked), key=ASKED)
@@ -487,16 +486,18 @@ class DetailScreen(DataScreen):
     def show_curve_for_row(self, key: str | None) -> None:
         score = self.scores.get(key) if key is not None else None
         if score is not None:
-            self.load_curve((score.attribute_id,), score.attribute)
-        elif key == ASKED and self.asked is not None:
-            self.load_curve(self.asked.attribute_ids, self.asked.label)
+            self.load_curve((score.attribute_id,), score.attribute, vm.score_note(score))
+        elif key == ASKED and vm.asked_here(self.asked, self.scope, self.class_filter):
+            assert self.asked is not None
+            self.load_curve(self.asked.attribute_ids, self.asked.label, vm.asked_note(self.asked))
         elif not self.scores:
             self.clear_curve(self.no_scores_hint)
         else:
             self.clear_curve("highlight an attribute to draw its precision-recall curve")
 
     @work(exclusive=True, group="curve")
-    async def load_curve(self, attribute_ids: tuple[int, ...], label: str) -> None:
+    async def load_curve(self, attribute_ids: tuple[int, ...], label: str, note: str) -> None:
+        """Draw the curve of ``attribute_ids``; ``note`` says whether that AP beats chance."""
         scope = self.scope
         if scope is None:
             self.clear_curve(vm.no_influence_message(self.overview.name, self.overview.method))
@@ -518,32 +519,29 @@ class DetailScreen(DataScreen):
             where = vm.filter_label(self.class_filter, self.classes_)
             self.clear_curve(f"no annotated test image has {label} ({where})")
             return
-        self.draw_curve(curve, label)
+        self.draw_curve(curve, label, note)
 
     def clear_curve(self, message: str) -> None:
         plot = self.query_one("#curve")
         plot.plt.clear_data()
         plot.plt.title("")
         plot.refresh()
-        self.query_one("#curve-title", Static).update("precision-recall\n")
+        self.query_one("#curve-title", Static).update("precision-recall\n\n")
         self.hint("#curve-hint", message)
 
-    def draw_curve(self, curve: views.PrCurve, label: str) -> None:
+    def draw_curve(self, curve: views.PrCurve, label: str, note: str) -> None:
         plot = self.query_one("#curve")
         plt = plot.plt
         plt.clear_data()
         xs, ys = curve.steps()
         plt.plot(xs, ys, marker="braille")
-        plt.hline(curve.positives / curve.total)
+        plt.hline(curve.chance_ap, color="gray")  # the expected AP of a random ranking
         plt.xlim(0, 1)
         plt.ylim(0, 1.02)
         plt.xlabel("recall")
         plt.title("")
         plot.refresh()
-        self.query_one("#curve-title", Static).update(
-            f"precision-recall of {label}\nAP {curve.average_precision:.3f}, "
-            f"{curve.positives} of {curve.total} positive"
-        )
+        self.query_one("#curve-title", Static).update(vm.curve_title(curve, label, note))
         self.hint("#curve-hint", "")
 
     # -- actions --
@@ -590,6 +588,7 @@ class QueryScreen(DataScreen):
         self.classes_: list[str] = []
         self.answer_set: views.SetOverview | None = None
         self.attribute_ids: tuple[int, ...] = ()
+        self.answer_columns: tuple[tuple[str, int], ...] = ()
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -597,6 +596,7 @@ class QueryScreen(DataScreen):
             yield Input(value=self.initial_text, placeholder="ask, e.g. yellow cars", id="query")
             yield Select[int]([], prompt="set", allow_blank=True, id="query-set")
         yield Static(id="understood", classes="summary")
+        yield Static(id="verdict", classes="verdict")
         yield Static(id="query-hint", classes="hint")
         with Horizontal(id="query-body"):
             yield OpenTable(id="answers")
@@ -607,7 +607,8 @@ class QueryScreen(DataScreen):
 
     def on_mount(self) -> None:
         self.title = "ask a question"
-        self.query_one("#answers", OpenTable).add_columns(*vm.ANSWER_COLUMNS)
+        self.set_columns(vm.ANSWER_COLUMNS)
+        self.query_one("#verdict", Static).display = False
         self.hint(
             "#query-hint", "type a question and press Enter; Tab moves to the set and the answers"
         )
@@ -667,6 +668,7 @@ class QueryScreen(DataScreen):
             self.answer = None
             table.clear()
             self.query_one("#understood", Static).update("")
+            self.query_one("#verdict", Static).display = False
             self.hint("#query-hint", describe_error(e))
             await self.query_one("#evidence", TileGrid).show([], compact=True, focus_key=None)
             self.query_one("#evidence-title", Static).update("")
@@ -675,14 +677,29 @@ class QueryScreen(DataScreen):
             table.loading = False
         self.answer, self.answer_set, self.attribute_ids = answer, overview, ids
         self.query_one("#understood", Static).update(vm.answer_summary(answer))
+        verdict = self.query_one("#verdict", Static)
+        verdict.update(vm.verdict(answer))
+        verdict.set_class(answer.significant_count == 0, "none")  # a warning: nothing found
+        verdict.display = True
         self.hint("#query-hint", "")
         table.clear()
+        self.set_columns(vm.answer_columns(answer))
         for rank, result in enumerate(answer.results):
-            table.add_row(*vm.answer_row(rank, result), key=str(result.distilled_index))
+            table.add_row(*vm.answer_row(rank, result, answer), key=str(result.distilled_index))
         if answer.results:
             table.move_cursor(row=0)
             table.focus()  # Enter now opens the best image; "/" returns to the question
             self.show_evidence(answer.results[0].distilled_index)
+
+    def set_columns(self, columns: tuple[tuple[str, int], ...]) -> None:
+        """The answer table's columns (fixed widths: one seed, or several)."""
+        if columns == self.answer_columns:
+            return
+        table = self.query_one("#answers", OpenTable)
+        table.clear(columns=True)
+        for label, width in columns:
+            table.add_column(label, width=width)
+        self.answer_columns = columns
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.row_key.value is not None and self.answer is not None:

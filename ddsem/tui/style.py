@@ -21,8 +21,17 @@ CSS = """
     text-style: bold;
 }
 
-.title.two-lines {
-    height: 2;
+.title.three-lines {
+    height: 3;
+}
+
+.verdict {
+    padding: 0 1;
+    height: auto;
+}
+
+.verdict.none {
+    color: $warning;
 }
 
 .pager {
@@ -129,7 +138,7 @@ ImageTile:focus {
 }
 
 #evidence-panel {
-    width: 2fr;
+    width: 58;  /* three compact tiles a row */
 }
 
 /* help */

@@ -12,11 +12,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from rich.table import Table
 from rich.text import Text
 
+from ddsem.config import SignificanceConfig
+
 if TYPE_CHECKING:
-    from ddsem.jobs.views import Answer, RankedImage, ScoreView, SetOverview
+    from ddsem.jobs.views import Answer, PrCurve, RankedImage, ScoreView, SetOverview
 
 T = TypeVar("T")
 DASH = "\u2014"
+ALPHA = SignificanceConfig().alpha  # the false discovery rate of "significant" in stored scores
+MARKER = "*"  # a significant answer (q < alpha); the others are drawn dim
+UNKNOWN = "-"  # chance, p or q of a score stored before they were computed (as the CLI writes)
+Cell = str | Text
 
 # -- commands named by empty states --------------------------------------------------------------
 
@@ -101,17 +107,119 @@ def set_row(overview: SetOverview) -> tuple[str, ...]:
 # -- the attribute table -------------------------------------------------------------------------
 
 # Fixed widths: an auto-sized DataTable header is resized on a later idle event, which made the
-# first paint depend on timing. Longer attribute names are cropped.
-SCORE_COLUMNS = (("#", 3), ("attribute", 18), ("AP", 5), ("lift", 7), ("pos.", 4))
+# first paint depend on timing. The table is drawn without cell padding (eight columns in 50
+# cells), so each width holds one blank after its content (``fit``: a longer name is cut).
+SCORE_COLUMNS = (
+    ("#", 3), ("attribute", 13), ("AP", 6), ("chance", 7), ("p", 6), ("q", 6), (MARKER, 2),
+    ("pos.", 5),
+)  # fmt: skip
 
 
-def score_row(rank: int, score: ScoreView) -> tuple[str, ...]:
+def is_missing(value: float | None) -> bool:
+    return value is None or not math.isfinite(value)
+
+
+def format_number(value: float | None) -> str:
+    """A probability in at most five characters: 0.374, 2e-4 ("-" when unknown)."""
+    if is_missing(value):
+        return UNKNOWN
+    assert value is not None
+    if value >= 1e-3 or value == 0:
+        return f"{value:.3f}"
+    return f"{value:.0e}".replace("e-0", "e-")
+
+
+def format_p(p: float | None, draws: int | None = None) -> str:
+    """A permutation p-value; at the floor of its draws, 1 / (draws + 1), where no null draw
+    reached the AP and only a bound is known, "<" the floor (as ``ddsem rank`` writes it)."""
+    if is_missing(p):
+        return UNKNOWN
+    assert p is not None
+    floor = 1 / (draws + 1) if draws else 0.0
+    if p <= floor * (1 + 1e-9):
+        return "<" + format_number(floor)
+    return format_number(p)
+
+
+def format_ap(ap: float | None) -> str:
+    return UNKNOWN if is_missing(ap) else f"{ap:.3f}"
+
+
+def styled_row(
+    cells: Sequence[str], significant: bool | None, strong: Sequence[int]
+) -> tuple[Cell, ...]:
+    """A row drawn by its significance: the marker and the ``strong`` cells bold when
+    significant, every cell dim when not, plain when unknown."""
+    if significant is None:
+        return tuple(Text(c, no_wrap=True) for c in cells)
+    if not significant:
+        return tuple(Text(c, style="dim", no_wrap=True) for c in cells)
+    return tuple(
+        Text(c, style="bold" if k in strong or c == MARKER else "", no_wrap=True)
+        for k, c in enumerate(cells)
+    )
+
+
+def fit(cells: Sequence[str], columns: Sequence[tuple[str, int]]) -> list[str]:
+    """Cells of a table drawn without cell padding, each cut to leave one blank in its column
+    (a longer attribute name ends in an ellipsis)."""
+    return [
+        c if len(c) < w else c[: w - 2] + "\u2026" for c, (_, w) in zip(cells, columns, strict=True)
+    ]
+
+
+def marker(significant: bool | None) -> str:
+    return MARKER if significant else ""
+
+
+def score_row(rank: int, score: ScoreView) -> tuple[Cell, ...]:
+    significant = score.significant
+    cells = fit(
+        (
+            str(rank + 1),
+            score.attribute,
+            format_ap(score.ap),
+            format_ap(score.chance_ap),
+            format_p(score.p_value, score.draws),
+            format_number(score.q_value),
+            marker(significant),
+            str(score.positives),
+        ),
+        SCORE_COLUMNS,
+    )
+    return styled_row(cells, significant, strong=(1, 2))
+
+
+def scores_title(scope: str | None, class_filter: int, classes: Sequence[str]) -> str:
     return (
-        str(rank + 1),
-        score.attribute,
-        f"{score.ap:.3f}",
-        f"{score.lift:.2f}x",
-        str(score.positives),
+        f"by AP \u00b7 {scope or 'no influence'} \u00b7 {filter_label(class_filter, classes)}"
+        f" \u00b7 {MARKER} q < {ALPHA:g}"
+    )
+
+
+def significance_note(q: float | None, significant: bool | None) -> str:
+    """ "q 2e-4 *" for a significant AP, "q 0.710" for one that is not, "" without a q-value."""
+    if significant is None or is_missing(q):
+        return ""
+    return f"q {format_number(q)}" + (f" {MARKER}" if significant else "")
+
+
+def score_note(score: ScoreView) -> str:
+    return significance_note(score.q_value, score.significant)
+
+
+def asked_note(asked: Asked) -> str:
+    return significance_note(asked.q_value, asked.significant)
+
+
+def curve_title(curve: PrCurve, label: str, note: str) -> str:
+    """Three lines above a precision-recall curve: what it is, its AP against the chance AP
+    (the grey line), and how many test images are positive."""
+    counts = f"{curve.positives} of {curve.total} positive"
+    return (
+        f"precision-recall of {label}\n"
+        f"AP {curve.average_precision:.3f}, chance {format_ap(curve.chance_ap)} (grey)\n"
+        + (f"{counts} \u00b7 {note}" if note else counts)
     )
 
 
@@ -231,17 +339,46 @@ def available_filters(
 
 # -- query answers -------------------------------------------------------------------------------
 
-ANSWER_COLUMNS = ("#", "image", "class", "AP", "lift")
+# (label, width): one seed; several seeds show the AP's sd over seeds and whether the image is
+# significant in every seed instead of the lift (AP / chance AP: the same ordering as AP).
+ANSWER_COLUMNS = (
+    ("#", 3), ("image", 5), ("class", 10), ("AP", 5), ("lift", 6), ("p", 5), ("q", 5),
+    ("sig", 3),
+)  # fmt: skip
+SEEDS_ANSWER_COLUMNS = (
+    ("#", 3), ("image", 5), ("class", 10), ("AP", 5), ("sd", 5), ("p", 5), ("q", 5),
+    ("sig", 3), ("all", 3),
+)  # fmt: skip
 
 
-def answer_row(rank: int, result: RankedImage) -> tuple[str, ...]:
-    return (
+def several_seeds(answer: Answer) -> bool:
+    return any(r.ap_sd is not None for r in answer.results)
+
+
+def answer_columns(answer: Answer | None) -> tuple[tuple[str, int], ...]:
+    return SEEDS_ANSWER_COLUMNS if answer is not None and several_seeds(answer) else ANSWER_COLUMNS
+
+
+def answer_row(rank: int, result: RankedImage, answer: Answer) -> tuple[Cell, ...]:
+    significant = result.significant
+    cells = [
         str(rank + 1),
         f"#{result.distilled_index}",
         result.class_name,
-        f"{result.ap:.3f}",
-        f"{result.lift:.2f}x",
-    )
+        format_ap(result.ap),
+    ]
+    if several_seeds(answer):
+        cells.append(format_ap(result.ap_sd))
+    else:
+        cells.append(f"{result.lift:.2f}x")
+    cells += [
+        format_p(result.p_value, answer.draws),
+        format_number(result.q_value),
+        marker(significant),
+    ]
+    if several_seeds(answer):
+        cells.append(marker(bool(result.significant_in_every_seed)))
+    return styled_row(cells, significant, strong=(1, 3))
 
 
 def answer_summary(answer: Answer) -> str:
@@ -249,9 +386,20 @@ def answer_summary(answer: Answer) -> str:
     return (
         f"{answer.parsed.describe()}\n"
         f"set {answer.set_name} ({answer.method}), {answer.scope}: {answer.positives} of "
-        f"{answer.total} annotated test images are positive (random ranking AP "
-        f"{answer.positive_rate:.3f}); {answer.num_distilled} distilled images ranked by AP"
+        f"{answer.total} annotated test images positive, chance AP "
+        f"{format_ap(answer.chance_ap)}; {answer.num_distilled} distilled images ranked by AP"
     )
+
+
+def verdict(answer: Answer) -> Text:
+    """The answer in plain words (the query job's verdict), its claim in bold on the first line
+    and the best image's numbers on the second."""
+    claim, _, best = answer.verdict.partition("; best: ")
+    text = Text()
+    text.append(claim, style="bold")
+    if best:
+        text.append(f"\nbest: {best}")
+    return text
 
 
 @dataclass(frozen=True)
@@ -261,9 +409,15 @@ class Asked:
     attribute_ids: tuple[int, ...]
     label: str  # "yellow", or "yellow & red"
     ap: float
-    lift: float
     positives: int
     total: int
+    chance_ap: float | None = None
+    p_value: float | None = None
+    q_value: float | None = None  # over the distilled images ranked for the question
+    draws: int | None = None
+    significant: bool | None = None  # q < the question's alpha
+    scope: str | None = None  # where these numbers hold: the answer's scope and class filter
+    class_filter: int = -1
 
 
 def asked_from(answer: Answer, result: RankedImage, attribute_ids: Sequence[int]) -> Asked:
@@ -271,10 +425,22 @@ def asked_from(answer: Answer, result: RankedImage, attribute_ids: Sequence[int]
         tuple(attribute_ids),
         " & ".join(answer.parsed.attributes),
         result.ap,
-        result.lift,
         answer.positives,
         answer.total,
+        chance_ap=result.chance_ap,
+        p_value=result.p_value,
+        q_value=result.q_value,
+        draws=answer.draws,
+        significant=result.significant,
+        scope=answer.scope,
+        class_filter=-1 if answer.parsed.class_index is None else answer.parsed.class_index,
     )
+
+
+def asked_here(asked: Asked | None, scope: str | None, class_filter: int | None) -> bool:
+    """Whether the question's numbers belong in this view: its own scope and class filter
+    (in another, the AP, p and q would be those of a ranking not shown)."""
+    return asked is not None and (asked.scope, asked.class_filter) == (scope, class_filter)
 
 
 def asked_key(asked: Asked) -> str | None:
@@ -282,16 +448,33 @@ def asked_key(asked: Asked) -> str | None:
     return str(asked.attribute_ids[0]) if len(asked.attribute_ids) == 1 else None
 
 
-def asked_row(asked: Asked) -> tuple[str, ...]:
-    return ("asked", asked.label, f"{asked.ap:.3f}", f"{asked.lift:.2f}x", str(asked.positives))
+def asked_row(asked: Asked) -> tuple[Cell, ...]:
+    significant = asked.significant
+    cells = fit(
+        (
+            "Q",
+            asked.label,
+            format_ap(asked.ap),
+            format_ap(asked.chance_ap),
+            format_p(asked.p_value, asked.draws),
+            format_number(asked.q_value),
+            marker(significant),
+            str(asked.positives),
+        ),
+        SCORE_COLUMNS,
+    )
+    return styled_row(cells, significant, strong=(1, 2))
 
 
 # -- help ----------------------------------------------------------------------------------------
 
 HELP_INTRO = (
     "sets -> distilled images -> one image: the test images it influences most, the attributes "
-    "its influence predicts (average precision, lift) and the highlighted attribute's "
-    "precision-recall curve.\n"
+    "its influence predicts (average precision beside the chance AP of a random ranking, "
+    "permutation p and Benjamini-Hochberg q) and the highlighted attribute's precision-recall "
+    f"curve. {MARKER} marks an answer better than chance (q < {ALPHA:g}); the others are dim. "
+    "A question's answer says whether any distilled image beats chance; in one image's "
+    "attributes, Q is the row of the question asked.\n"
 )
 SETS_KEYS = [("enter", "open the highlighted set"), ("up/down", "move")]
 GRID_KEYS = [("arrows", "move between images"), ("enter", "open the image")]
