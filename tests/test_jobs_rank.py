@@ -122,7 +122,7 @@ def test_rank_stores_sklearn_average_precision(ws, world):  # noqa: F811
     keys = [(t.q_value, -t.ap) for t in result.top]
     assert keys == sorted(keys)
     assert {"chance_ap", "p_value", "q_value", "draws", "significant"} <= set(out["top"][0])
-    assert (out["alpha"], out["max_draws"], out["family"]) == (0.05, 20_000, result.stored)
+    assert (out["alpha"], out["max_draws"], out["family"]) == (0.05, 10_000, result.stored)
     assert out["seed_stability"] is None
 
 
@@ -333,7 +333,7 @@ def stored_by_cell(db, scope="seed:0"):
 def test_stored_p_and_q_equal_an_independent_recomputation(ws, world):  # noqa: F811
     result = rank_job.run(ws, RankRequest())
     ap, positives, totals = reference_ap(world, world["influence"])
-    ref = permutation_p_values(ap, totals, positives, min_draws=1000, max_draws=20_000, seed=0)
+    ref = permutation_p_values(ap, totals, positives, min_draws=1000, max_draws=10_000, seed=0)
     finite = np.isfinite(ref.p)
     q = np.full(ref.p.shape, np.nan)
     q[finite] = stats.false_discovery_control(ref.p[finite], method="bh")  # family: all stored

@@ -45,15 +45,18 @@ def test_chance_ap_is_nan_without_positives_and_broadcasts():
     assert out[2] > 10 / 1000  # above the positive rate: AP's bias for rare attributes
 
 
-@pytest.mark.parametrize(("total", "positives"), [(50, 3), (400, 20), (300, 100), (1000, 400)])
+@pytest.mark.parametrize(
+    ("total", "positives"), [(50, 3), (400, 20), (1000, 50), (1000, 980), (300, 100), (1000, 400)]
+)
 def test_the_simulated_null_mean_equals_the_closed_form(total, positives):
-    """Both samplers: few positives (rank rejection) and many (selection sampling)."""
+    """Every sampler: few positives (rank rejection), a small side (Floyd, either way round)
+    and the rest (selection sampling)."""
     draws = null_ap(total, positives, 40_000, np.random.default_rng(1))
     se = draws.std() / np.sqrt(len(draws))
     assert abs(draws.mean() - chance_ap(total, positives)) < 4 * se
 
 
-@pytest.mark.parametrize(("total", "positives"), [(7, 2), (7, 5)])  # 2*2 < 7 and 5*5 > 7
+@pytest.mark.parametrize(("total", "positives"), [(7, 2), (7, 5), (40, 38)])  # each sampler
 def test_the_null_distribution_matches_exhaustive_enumeration(total, positives):
     exact = _exhaustive(total, positives)
     values, counts = np.unique(np.round(exact, 10), return_counts=True)
@@ -97,13 +100,15 @@ def test_a_planted_signal_is_found_and_the_rest_are_not():
     influence = rng.normal(size=(n, t))
     influence[7] += 1.5 * labels[:, 0]  # distilled image 7 drives attribute 0
     ap = average_precision(influence, labels)
-    pv = permutation_p_values(ap, np.array([t]), labels.sum(axis=0)[None], max_draws=20_000)
+    pv = permutation_p_values(ap, np.array([t]), labels.sum(axis=0)[None], max_draws=10_000)
     q = q_values(pv.p)
     significant = q < 0.05
     assert significant[7, 0, 0]
     assert significant.sum() == 1
-    assert pv.draws[0, 0] == 20_000  # drawn deeper for the extreme AP
-    assert pv.p[7, 0, 0] == pytest.approx(1 / 20_001)  # the floor: p < 1/draws
+    assert pv.draws[0, 0] == 10_000  # drawn deeper for the extreme AP
+    assert pv.p[7, 0, 0] == pytest.approx(1 / 10_001)  # the floor: p < 1/draws
+    assert pv.draws[0, 1] == 10_000  # the same (T, P) as attribute 0: the same null
+    assert pv.draws[0, 2] == 1000  # nothing there could be significant: not drawn deeper
 
 
 def test_the_null_does_not_depend_on_which_other_pairs_were_asked():

@@ -24,7 +24,7 @@ DRAWS_HELP = (
     "Most permutation-null draws per (test images, positives): a null starts with "
     f"{SIGNIFICANCE.min_draws:,} and is drawn 10x deeper while fewer than 10 draws reach the "
     "most extreme AP. The smallest p-value is 1/(draws+1), printed as '<1/(draws+1)' "
-    "(e.g. '<5.0e-05' for 20,000)."
+    "(e.g. '<1.0e-04' for 10,000)."
 )
 
 

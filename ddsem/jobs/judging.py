@@ -122,7 +122,7 @@ def p_floor(draws: int) -> float:
 
 def format_p(p: float | None, draws: int | None) -> str:
     """A p-value in two significant digits; at the floor of its draws "<1/(draws+1)", e.g.
-    "<5.0e-05" for 20,000 draws (no null draw reached the AP); "-" when not stored."""
+    "<1.0e-04" for 10,000 draws (no null draw reached the AP); "-" when not stored."""
     if p is None or draws is None or not math.isfinite(p):
         return "-"
     floor = p_floor(draws)
