@@ -48,7 +48,7 @@ RANK_KEYS = [
     "set", "method", "scope", "context", "estimator", "distilled_images", "test_images",
     "unannotated_test_images_skipped", "attributes", "class_filters", "stored",
     "undefined_no_positives", "seconds", "top", "alpha", "min_draws", "max_draws", "significant",
-    "family", "significance_seconds", "tied_influence_rows", "seed_stability",
+    "family", "significance_seconds", "tied_influence_share", "seed_stability",
 ]  # fmt: skip
 
 

@@ -17,7 +17,7 @@ from ddsem.significance import (
     permutation_p_values,
     q_values,
     seed_stability,
-    tied_rows,
+    tied_share,
 )
 
 
@@ -134,5 +134,5 @@ def test_seed_stability_mean_sd_every_seed_and_spearman():
     assert rho[(0, 1)] == pytest.approx(stats.spearmanr(ap[0].ravel(), ap[1].ravel()).statistic)
 
 
-def test_tied_rows_counts_rows_with_equal_values():
-    assert tied_rows(np.array([[1.0, 2.0, 3.0], [1.0, 1.0, 2.0], [0.5, 0.2, 0.5]])) == 2
+def test_tied_share_is_the_share_of_values_equal_to_another_in_their_row():
+    assert tied_share(np.array([[1.0, 2.0, 3.0], [1.0, 1.0, 2.0], [0.5, 0.2, 0.5]])) == 4 / 9

@@ -928,11 +928,16 @@ def test_tui_finds_the_database_as_the_database_layer_does(value, monkeypatch):
 async def test_a_database_that_cannot_be_opened_ends_the_app_with_its_reason(tmp_path):
     from ddsem.tui.app import DdsemApp
 
+    import asyncio
+
     app = DdsemApp(str(tmp_path / "missing" / "x.db"))
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+    async with app.run_test(size=SIZE):
+        # no pilot.pause(): the app may already be exiting, and a pause would wait for screens
+        # that never settle (a WaitForScreenTimeout under load)
+        for _ in range(600):
+            if app.open_error is not None:
+                break
+            await asyncio.sleep(0.05)
     assert app.return_code == 2
     assert "folder for the database does not exist" in app.open_error
 

@@ -104,11 +104,18 @@ def echo(text: str = "") -> None:
         Console(highlight=False, soft_wrap=True).print(text, markup=False)
 
 
+# Tables written to a file or a pipe: rich would assume 80 columns and cut the p/q columns.
+PIPE_WIDTH = 120
+
+
 def echo_rich(renderable: Any) -> None:
     if not OPTIONS.quiet:
+        import os
+
         from rich.console import Console
 
-        Console(highlight=False).print(renderable)
+        piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+        Console(highlight=False, width=PIPE_WIDTH if piped else None).print(renderable)
 
 
 def print_json(data: Any) -> None:

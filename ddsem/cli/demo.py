@@ -64,15 +64,22 @@ def demo(
         db=common.OPTIONS.db,
     )
     common.echo(f"\ndemo finished in {summary.seconds:.0f} s")
+    finding = summary.finding()
+    if finding:
+        common.echo(finding)
+        for t in summary.strongest:
+            common.echo(
+                f"  distilled #{t.distilled_index} ({t.distilled_class}) -> {t.attribute} among "
+                f"{t.class_filter}: AP {t.ap:.3f}, chance {t.chance_ap:.3f}, lift {t.lift:.2f}, "
+                f"q {t.q_value:.2g}"
+            )
     common.echo(f"{len(summary.figures)} figures and tables in {summary.out}/, among them:")
     for path in summary.highlights:
         common.echo(f"  {path}")
-    width = max(len(c) for c, _ in summary.next_commands)
     common.echo(
         "next:\n"
         + "\n".join(
-            f"  {c:<{width}}  # {comment}" if comment else f"  {c}"
-            for c, comment in summary.next_commands
+            f"  {c}  # {comment}" if comment else f"  {c}" for c, comment in summary.next_commands
         )
     )
 

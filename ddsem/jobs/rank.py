@@ -32,7 +32,7 @@ from ddsem.jobs.judging import (
 from ddsem.jobs.judging import PHASE as SIGNIFICANCE_PHASE
 from ddsem.jobs.semantic_inputs import SEED_OR_MEAN, RankingInputs, load_ranking_inputs
 from ddsem.semantics import ALL_CLASSES, ESTIMATOR, ESTIMATOR_TEXT, Scores, score_attributes
-from ddsem.significance import distinct_pairs, tied_rows
+from ddsem.significance import TIES_WORTH_A_NOTE, distinct_pairs, tied_share
 
 if TYPE_CHECKING:
     from ddsem.jobs.workspace import Workspace
@@ -181,7 +181,7 @@ class RankResult:
     significant: int = 0  # stored answers at q < alpha
     family: int = 0  # the p-values the q-values correct for: every score stored for the scope
     significance_seconds: float = 0.0
-    tied_rows: int = 0  # distilled images whose influence has ties (the null assumes none)
+    tied_share: float = 0.0  # share of influence values tied in their row (the null: none)
     seed_agreement: SeedAgreement | None = None  # a mean over several seeds
 
     @property
@@ -212,7 +212,7 @@ class RankResult:
             "significant": self.significant,
             "family": self.family,
             "significance_seconds": round(self.significance_seconds, 3),
-            "tied_influence_rows": self.tied_rows,
+            "tied_influence_share": self.tied_share,
             "seed_stability": self.seed_agreement.as_json() if self.seed_agreement else None,
         }
 
@@ -295,11 +295,11 @@ def run(ws: Workspace, request: RankRequest) -> RankResult:
             significant_in_every_seed=int(stability.significant_in_all.sum()),
             stored_per_seed=stored[p.seed_scopes[0]],
         )
-    tied = tied_rows(inputs.influence)
-    if tied:
+    tied = tied_share(inputs.influence)
+    if tied > TIES_WORTH_A_NOTE:
         ws.progress.note(
-            f"{tied} of {n} distilled images have tied influence values: their p-values assume "
-            "a tie-free ranking (the shared null)"
+            f"{100 * tied:.1f}% of the influence values are tied within their row: the "
+            "p-values assume a tie-free ranking (the shared null)"
         )
     return RankResult(
         set_name=inputs.set_name,
@@ -333,7 +333,7 @@ def run(ws: Workspace, request: RankRequest) -> RankResult:
         significant=int(judged.significant.sum()),
         family=judged.family,
         significance_seconds=significance_seconds,
-        tied_rows=tied,
+        tied_share=tied,
         seed_agreement=agreement,
     )
 
