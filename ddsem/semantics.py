@@ -344,6 +344,15 @@ class Vocabulary:
         return names[:n]
 
 
+HINTED_WORDS = 5  # unknown words of a question given the nearest known attributes in an error
+
+
+def clip(text: str, limit: int = 80) -> str:
+    """User text as echoed in a message: at most ``limit`` characters, cut with "..."."""
+    text = str(text)
+    return text if len(text) <= limit else text[: max(limit - 3, 1)] + "..."
+
+
 def parse_query(text: str, vocabulary: Vocabulary) -> ParsedQuery:
     """Free text -> attribute(s) and class.
 
@@ -430,19 +439,24 @@ def parse_query(text: str, vocabulary: Vocabulary) -> ParsedQuery:
 
     if not attributes:
         if unknown:
+            words = list(dict.fromkeys(unknown))
             hints = []
-            for word in unknown:
+            any_near = False
+            for word in words[:HINTED_WORDS]:
                 near = vocabulary.nearest_attributes(word)
-                hints.append(f"'{word}': {', '.join(near) if near else 'nothing close'}")
-            message = f"no known attribute in {text!r}; nearest known attributes: " + "; ".join(
-                hints
+                any_near = any_near or bool(near)
+                hints.append(f"{clip(word, 30)!r}: {', '.join(near) if near else 'nothing close'}")
+            if len(words) > HINTED_WORDS:
+                hints.append(f"and {len(words) - HINTED_WORDS} more unknown words")
+            message = f"no known attribute in {clip(text)!r}; nearest known attributes: " + (
+                "; ".join(hints)
             )
-            if not any(vocabulary.nearest_attributes(w) for w in unknown):
+            if not any_near:
                 message += f" (known: {', '.join(vocabulary.attribute_names[:15])})"
             raise UserError(message)
         sample = ", ".join(vocabulary.attribute_names[:12])
         raise UserError(
-            f"no attribute in {text!r}: name one, e.g. {sample}"
+            f"no attribute in {clip(text)!r}: name one, e.g. {sample}"
             if sample
             else "the attribute vocabulary is empty: run `ddsem attributes extract`"
         )

@@ -305,8 +305,10 @@ def test_sets_import_list_show_export_delete(workspace, tmp_path):
     assert result.out == out and result.png == tmp_path / "out.png" and result.png.stat().st_size
     back = torch.load(out, weights_only=True)
     assert np.array_equal(back["data"].numpy(), images)
-    # Onto an existing file: it is replaced (today's behaviour).
-    sets_job.export(workspace, sets_job.SetExportRequest(out, method="dm"))
+    # Onto an existing file: refused, unless force (then replaced).
+    with pytest.raises(UserError, match="exists; pass --force"):
+        sets_job.export(workspace, sets_job.SetExportRequest(out, method="dm"))
+    sets_job.export(workspace, sets_job.SetExportRequest(out, method="dm", force=True))
     assert np.array_equal(torch.load(out, weights_only=True)["data"].numpy(), images)
 
     sets_job.delete(workspace, "mine")

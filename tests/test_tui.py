@@ -926,9 +926,9 @@ def test_tui_finds_the_database_as_the_database_layer_does(value, monkeypatch):
 
 @pytest.mark.anyio
 async def test_a_database_that_cannot_be_opened_ends_the_app_with_its_reason(tmp_path):
-    from ddsem.tui.app import DdsemApp
-
     import asyncio
+
+    from ddsem.tui.app import DdsemApp
 
     app = DdsemApp(str(tmp_path / "missing" / "x.db"))
     async with app.run_test(size=SIZE):

@@ -118,6 +118,8 @@ def run(argv: list[str] | None = None) -> int:
     common.OPTIONS = common.GlobalOptions()  # an in-process re-run starts from the defaults
     try:
         result = app(args=argv, prog_name="ddsem", standalone_mode=False)
+        if result == 130:  # typer returns Ctrl-C as 130 when not standalone (no exception)
+            sys.stderr.write("interrupted; finished work is kept and a re-run resumes\n")
         return result if isinstance(result, int) else 0
     except UserError as e:
         sys.stderr.write(f"error: {e}\n")
@@ -126,7 +128,9 @@ def run(argv: list[str] | None = None) -> int:
         if e.exit_code == 130:
             sys.stderr.write("interrupted; finished work is kept and a re-run resumes\n")
         return e.exit_code
-    except (typer.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt) as e:
+        if isinstance(e.__cause__, EOFError):  # typer wraps any EOFError in Abort: a bug, not ^C
+            raise e.__cause__ from None
         sys.stderr.write("interrupted; finished work is kept and a re-run resumes\n")
         return 130
     except typer.TyperException as e:  # usage errors: bad option values, unknown commands

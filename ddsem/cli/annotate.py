@@ -56,7 +56,10 @@ def annotate(
     data: str = common.data_option(),
     dataset: str = typer.Option("cifar10", "--dataset", help="cifar10 or cifar100."),
 ) -> None:
-    """Describe real images with an annotator; answers become Annotation rows."""
+    """Describe real images with an annotator; answers become Annotation rows.
+
+    Each batch is committed on its own (Ctrl-C keeps finished batches; a re-run does the
+    rest). Started twice at once on one database, the two processes split the batches."""
     from ddsem.jobs import annotate as job
 
     request = job.AnnotateRequest(

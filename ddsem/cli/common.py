@@ -168,13 +168,18 @@ def progress(total: int, description: str) -> Iterator[Callable[..., None]]:
 
 
 def parse_int_list(text: str, what: str) -> tuple[int, ...]:
-    """ "0,1,2" -> (0, 1, 2); refuses junk and duplicates with one clear line."""
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip() != "")
-    except ValueError:
-        raise UserError(f"{what} must be comma-separated integers, got {text!r}") from None
-    if not values:
+    """ "0,1,2" -> (0, 1, 2); refuses junk, empty items ("5,,6") and duplicates with one clear
+    line."""
+    shown = text if len(text) <= 80 else text[:77] + "..."
+    items = [v.strip() for v in text.split(",")]
+    if all(v == "" for v in items):
         raise UserError(f"{what} is empty")
+    if any(v == "" for v in items):
+        raise UserError(f"{what} has an empty item in {shown!r}: write e.g. 0,1,2")
+    try:
+        values = tuple(int(v) for v in items)
+    except ValueError:
+        raise UserError(f"{what} must be comma-separated integers, got {shown!r}") from None
     dupes = sorted({v for v in values if values.count(v) > 1})
     if dupes:
         raise UserError(f"{what} lists {', '.join(map(str, dupes))} more than once")

@@ -40,10 +40,18 @@ def export(
     set_name: str = typer.Option(
         None, "--set", help="scores and influence-topk: only this distilled set."
     ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Replace an existing --out file (never the database or its -wal/-shm).",
+    ),
 ) -> None:
-    """Write one table as flat rows with names resolved (set, attribute, class, ...)."""
+    """Write one table as flat rows with names resolved (set, attribute, class, ...).
+
+    An existing file is refused unless --force; the database and its -wal, -shm and -journal
+    files are refused always. The file is written whole or not at all."""
     from ddsem.jobs import database as job
 
-    request = job.TableExportRequest(what, out, fmt, set_name)
+    request = job.TableExportRequest(what, out, fmt, set_name, force)
     result = job.export(common.workspace(create=False), request)
     common.echo(f"wrote {result.rows} {result.what} rows to {result.path} ({result.fmt})")

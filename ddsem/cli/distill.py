@@ -74,7 +74,10 @@ def distill(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the stored set as JSON."),
 ) -> None:
-    """Distil with one method; the result is stored as a distilled set with its provenance."""
+    """Distil with one method; the result is stored as a distilled set with its provenance.
+
+    The same --name distilled by a second process at the same time is refused with one line
+    (no unfinished run is left behind); a run that was killed is taken over with --resume."""
     if ctx.invoked_subcommand is not None:
         return
     request = distill_job.DistillRequest(

@@ -77,6 +77,8 @@ def influence(
 ) -> None:
     """Train N+1 models per seed from one initialisation, store influence(i, j) =
     loss_j(without i) - loss_j(with all); a killed run resumes, a repeated one is a no-op.
+    The same command started twice at once on one database: the two processes split the
+    models (each is claimed before it is trained) and both end with the one complete run.
     The global --seed picks the real context's images [default: 0]."""
     if ctx.invoked_subcommand is not None:
         return

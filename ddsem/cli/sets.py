@@ -100,11 +100,20 @@ def export(
     method: str = typer.Option(None, "--method", help="The newest set of this method."),
     out: str = typer.Option(..., "--out", help="Output .pt file (the paper's dict format)."),
     png: str = typer.Option(None, "--png", help="PNG grid of the images [default: beside --out]."),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Replace an existing --out or --png file (never the database or its -wal/-shm).",
+    ),
 ) -> None:
-    """Write the set in the paper's dict format and as a PNG grid (clipped only for display)."""
+    """Write the set in the paper's dict format and as a PNG grid (clipped only for display).
+
+    An existing file is refused unless --force; the database and its -wal, -shm and -journal
+    files are refused always. Both files are written whole or not at all."""
     from ddsem.jobs import sets as job
 
-    result = job.export(common.workspace(), job.SetExportRequest(out, name, method, png))
+    request = job.SetExportRequest(out, name, method, png, force)
+    result = job.export(common.workspace(), request)
     common.echo(f"wrote {result.out} and {result.png}")
 
 

@@ -33,6 +33,23 @@ MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 STD: tuple[float, float, float] = (0.2023, 0.1994, 0.2010)
 SPLITS = ("train", "test")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# CIFAR-100's fine labels in label order (torchvision's ``meta``: alphabetical).
+CIFAR100_CLASSES: tuple[str, ...] = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle",
+    "bottle", "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle",
+    "caterpillar", "cattle", "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch",
+    "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant", "flatfish", "forest", "fox",
+    "girl", "hamster", "house", "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion",
+    "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain", "mouse", "mushroom",
+    "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree",
+    "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road",
+    "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake",
+    "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank",
+    "telephone", "television", "tiger", "tractor", "train", "trout", "tulip", "turtle",
+    "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
+)  # fmt: skip
+DATASET_CLASSES = {"cifar10": CIFAR10_CLASSES, "cifar100": CIFAR100_CLASSES}
+TORCHVISION_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 
 
 @dataclass(frozen=True)
@@ -151,6 +168,12 @@ def _decode(src: Path, name: str) -> ImageData:
     torchvision_dir = _torchvision_folder(src, name)
     if torchvision_dir is not None:
         return _load_torchvision_folder(torchvision_dir, name, str(src))
+    for other in DATASET_CLASSES:
+        if other != name and _torchvision_folder(src, other) is not None:
+            raise UserError(
+                f"{src} is torchvision's {other} folder ({TORCHVISION_FOLDERS[other]}), not "
+                f"{name}'s: pass --dataset {other}"
+            )
     if src.is_file() and (src.name.endswith(".tar.gz") or src.name.endswith(".tgz")):
         return _load_image_archive(src, name)
     if src.is_dir():
@@ -164,7 +187,7 @@ def _decode(src: Path, name: str) -> ImageData:
 
 
 def _torchvision_folder(src: Path, name: str) -> Path | None:
-    folder = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
+    folder = TORCHVISION_FOLDERS[name]
     if src.is_dir() and src.name == folder:
         return src
     if src.is_dir() and (src / folder).is_dir():
@@ -222,9 +245,21 @@ def _load_torchvision_download(name: str) -> ImageData:
 
 
 def _expected_classes(name: str, found: set[str]) -> tuple[str, ...]:
-    if name == "cifar10":
-        return CIFAR10_CLASSES
-    return tuple(sorted(found))  # CIFAR-100's label order is alphabetical
+    return DATASET_CLASSES[name]
+
+
+def _check_class_folder(source: str, name: str, cls: str) -> None:
+    """Refuse a class folder that is not one of ``name``'s classes, before anything is decoded
+    (or the rest of an archive is read): CIFAR-10 read as CIFAR-100 is a wrong label space."""
+    if cls in DATASET_CLASSES[name]:
+        return
+    for other, classes in DATASET_CLASSES.items():
+        if other != name and cls in classes:
+            raise UserError(
+                f"{source} holds {other} classes (a class folder {cls!r}), not {name}'s: "
+                f"pass --dataset {other}"
+            )
+    raise UserError(f"{source}: unknown class folder {cls!r} for {name}")
 
 
 def _file_order(filename: str) -> tuple[int, str]:
@@ -291,6 +326,7 @@ def _load_image_archive(src: Path, name: str) -> ImageData:
                 hit = _split_member(member.name.split("/"))
                 if hit is None:
                     continue
+                _check_class_folder(str(src), name, hit[1])
                 f = tar.extractfile(member)
                 if f is not None:
                     entries.setdefault((hit[0], hit[1]), []).append((hit[2], f.read()))
@@ -308,9 +344,11 @@ def _load_image_folder(src: Path, name: str) -> ImageData:
         for cls_dir in split_dir.iterdir():
             if not cls_dir.is_dir():
                 continue
-            for f in cls_dir.iterdir():
-                if f.suffix.lower() in _IMAGE_SUFFIXES:
-                    entries.setdefault((split, cls_dir.name), []).append((f.name, f.read_bytes()))
+            images = [f for f in cls_dir.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES]
+            if images:
+                _check_class_folder(str(src), name, cls_dir.name)  # before reading a file
+            for f in images:
+                entries.setdefault((split, cls_dir.name), []).append((f.name, f.read_bytes()))
     return _assemble(entries, name, str(src))
 
 

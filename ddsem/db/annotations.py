@@ -11,6 +11,7 @@ from sqlalchemy import delete, func, insert
 from sqlmodel import Session, col, select
 
 from ddsem.db.engine import Database
+from ddsem.db.retry import retry_on_conflict
 from ddsem.db.tables import (
     Annotation,
     Attribute,
@@ -153,29 +154,33 @@ def add_annotations(
     if not rows:
         return 0
     ids = sorted({r[0] for r in rows})
-    with db.session() as s:
-        have = set(
-            s.exec(
-                select(Annotation.image_id, Annotation.prompt_name).where(
-                    Annotation.annotator == annotator,
-                    Annotation.model == model,
-                    col(Annotation.image_id).in_(ids),
-                )
-            ).all()
-        )
-        new = [r for r in rows if (r[0], r[1]) not in have]
-        for image_id, prompt_name, prompt, response in new:
-            s.add(
-                Annotation(
-                    image_id=image_id,
-                    prompt_name=prompt_name,
-                    prompt=prompt,
-                    annotator=annotator,
-                    model=model,
-                    response=response,
-                )
+
+    def write() -> int:
+        with db.session() as s:
+            have = set(
+                s.exec(
+                    select(Annotation.image_id, Annotation.prompt_name).where(
+                        Annotation.annotator == annotator,
+                        Annotation.model == model,
+                        col(Annotation.image_id).in_(ids),
+                    )
+                ).all()
             )
-    return len(new)
+            new = [r for r in rows if (r[0], r[1]) not in have]
+            for image_id, prompt_name, prompt, response in new:
+                s.add(
+                    Annotation(
+                        image_id=image_id,
+                        prompt_name=prompt_name,
+                        prompt=prompt,
+                        annotator=annotator,
+                        model=model,
+                        response=response,
+                    )
+                )
+        return len(new)
+
+    return retry_on_conflict(write)
 
 
 @dataclass

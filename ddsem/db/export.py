@@ -1,11 +1,17 @@
 """Flat exports of the database for other tools: attribute scores, the influence top-k table and
-annotations, as rows of plain values with names resolved (no ids to join by hand)."""
+annotations, as rows of plain values with names resolved (no ids to join by hand); and the checks
+and the staged writing every export shares (never over the database, never over an existing file
+without --force, never half-written)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import tempfile
 from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -160,15 +166,17 @@ def annotations_for_export(db: Database) -> list[dict[str, Any]]:
 
 
 def check_target(out: str, fmt: str | None) -> tuple[Path, str]:
-    """Validate the output file and format before anything is read or written."""
+    """Validate the output file's place and format before anything is read or written (whether it
+    exists, and whether it is the database, ``check_output`` decides once the database is open)."""
     path = Path(out).expanduser()
+    check_place(path)
     fmt = (fmt or path.suffix.lstrip(".")).lower()
+    if not fmt:
+        raise UserError(
+            f"cannot tell the export format of {path.name!r}: pass --format csv, parquet or json"
+        )
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}: use --format csv, parquet or json")
-    if path.is_dir():
-        raise UserError(f"--out is a folder: {path}; give a file name")
-    if not path.parent.exists():
-        raise UserError(f"output folder does not exist: {path.parent}")
     if fmt == "parquet":
         try:
             import pyarrow  # noqa: F401
@@ -177,18 +185,77 @@ def check_target(out: str, fmt: str | None) -> tuple[Path, str]:
     return path, fmt
 
 
-def write_rows(rows: list[dict[str, Any]], columns: list[str], path: Path, fmt: str) -> None:
-    """Write rows as CSV (header first), JSON (a list of objects) or Parquet (typed columns)."""
-    if fmt == "csv":
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-    elif fmt == "json":
-        path.write_text(json.dumps(rows, indent=1, default=str) + "\n", encoding="utf-8")
-    else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+def check_place(path: Path, option: str = "--out") -> None:
+    """Refuse a folder, and a file whose folder does not exist."""
+    if path.is_dir():
+        raise UserError(f"{option} is a folder: {path}; give a file name")
+    if not path.parent.is_dir():
+        raise UserError(f"output folder does not exist: {path.parent}")
 
-        table = pa.table({c: [r[c] for r in rows] for c in columns})
-        pq.write_table(table, path)
+
+def check_output(
+    path: Path, *, force: bool, protected: Sequence[Path] = (), option: str = "--out"
+) -> None:
+    """Refuse, with one line, to write ``path`` when it is one of ``protected`` (the database and
+    its side files, ``engine.database_files``: always, even with ``force``), a folder, in a
+    folder that does not exist, or an existing file (unless ``force``)."""
+    resolved = path.expanduser().resolve()
+    for p in protected:
+        same = resolved == p
+        if not same and path.exists() and p.exists():
+            same = os.path.samefile(path, p)  # a hard link or another name of the same file
+        if same:
+            side = next((s for s in ("-wal", "-shm", "-journal") if p.name.endswith(s)), None)
+            what = f"the database's {side} file" if side else "the database"
+            raise UserError(f"refusing to write {option} {path}: it is {what} ({p})")
+    check_place(path, option)
+    if (path.exists() or path.is_symlink()) and not force:
+        raise UserError(f"{option} {path} exists; pass --force to replace it")
+
+
+@contextmanager
+def staged(path: Path, suffix: str | None = None) -> Iterator[Path]:
+    """A temporary file beside ``path`` to write; when the block ends it is moved onto ``path``
+    (``os.replace``: a reader sees the old file or the new one, never half of one), and on any
+    error it is removed and ``path`` is left as it was. ``suffix``: the temporary file's suffix
+    (a writer that picks its format from it); default ``path``'s."""
+    suffix = path.suffix if suffix is None else suffix
+    try:
+        fd, name = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + suffix
+        )
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; an export is an ordinary file
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_rows(rows: list[dict[str, Any]], columns: list[str], path: Path, fmt: str) -> None:
+    """Write rows as CSV (header first), JSON (a list of objects) or Parquet (typed columns),
+    through a temporary file beside ``path`` (``staged``), so no half-written file is left."""
+    with staged(path) as tmp:
+        if fmt == "csv":
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(rows)
+        elif fmt == "json":
+            tmp.write_text(json.dumps(rows, indent=1, default=str) + "\n", encoding="utf-8")
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.table({c: [r[c] for r in rows] for c in columns})
+            pq.write_table(table, tmp)

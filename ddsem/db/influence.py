@@ -13,7 +13,9 @@ from sqlmodel import delete, select
 
 from ddsem.db.codec import from_blob, state_from_blob, to_blob
 from ddsem.db.engine import Database
+from ddsem.db.retry import retry_on_conflict
 from ddsem.db.tables import InfluenceModel, InfluenceRow, InfluenceRun, InfluenceTopK, now
+from ddsem.errors import UserError
 
 
 @dataclass
@@ -68,7 +70,10 @@ def load_influence(db: Database, run_id: int) -> tuple[np.ndarray, np.ndarray]:
     with db.session() as s:
         run = s.get(InfluenceRun, run_id)
         if run is None:
-            raise KeyError(run_id)
+            raise UserError(
+                f"influence run {run_id} was deleted while this job trained its models "
+                "(its set was deleted or the run replaced); nothing more is written"
+            )
         test_indices = from_blob(run.test_indices).astype(np.int64)
         rows = s.exec(
             select(InfluenceRow)
@@ -110,6 +115,12 @@ def _delete_run(s, run_id: int) -> None:
     s.exec(delete(InfluenceRun).where(InfluenceRun.id == run_id))
 
 
+def delete_influence_run(db: Database, run_id: int) -> None:
+    """Remove a run and everything under it (models, rows, top-k) in one transaction."""
+    with db.session() as s:
+        _delete_run(s, run_id)
+
+
 def start_influence_run(
     db: Database,
     *,
@@ -128,7 +139,21 @@ def start_influence_run(
 
     ``replace`` deletes an existing run of (set, seed, context) and everything under it first,
     in the same transaction. The caller has already refused a different config without it.
+    Two processes starting the same run at once get the same row (the loser of the insert
+    reads the winner's).
     """
+    return retry_on_conflict(
+        lambda: _start_run(
+            db, set_id, seed, context, config, config_hash, test_indices, num_models,
+            init_state, device, replace,
+        )
+    )  # fmt: skip
+
+
+def _start_run(
+    db, set_id, seed, context, config, config_hash, test_indices, num_models, init_state,
+    device, replace,
+) -> int:  # fmt: skip
     with db.session() as s:
         old = s.exec(
             select(InfluenceRun).where(
@@ -167,7 +192,10 @@ def run_init_state(db: Database, run_id: int) -> dict[str, np.ndarray]:
     with db.session() as s:
         run = s.get(InfluenceRun, run_id)
         if run is None:
-            raise KeyError(run_id)
+            raise UserError(
+                f"influence run {run_id} was deleted while this job trained its models "
+                "(its set was deleted or the run replaced); nothing more is written"
+            )
         return state_from_blob(run.init_state)
 
 
@@ -195,7 +223,10 @@ def add_models(
     with db.session() as s:
         run = s.get(InfluenceRun, run_id)
         if run is None:
-            raise KeyError(run_id)
+            raise UserError(
+                f"influence run {run_id} was deleted while this job trained its models "
+                "(its set was deleted or the run replaced); nothing more is written"
+            )
         have = {
             int(i)
             for i in s.exec(
@@ -254,7 +285,10 @@ def finish_influence_run(
     with db.session() as s:
         run = s.get(InfluenceRun, run_id)
         if run is None:
-            raise KeyError(run_id)
+            raise UserError(
+                f"influence run {run_id} was deleted while this job trained its models "
+                "(its set was deleted or the run replaced); nothing more is written"
+            )
         for table in (InfluenceTopK, InfluenceRow):
             s.exec(delete(table).where(table.run_id == run_id))
         for i in range(influence.shape[0]):

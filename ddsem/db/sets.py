@@ -12,6 +12,7 @@ from sqlmodel import delete, select
 
 from ddsem.db.codec import from_blob, png_bytes, to_blob
 from ddsem.db.engine import Database
+from ddsem.db.retry import retry_on_conflict
 from ddsem.db.tables import Dataset, DistilledImage, DistilledSet, Image
 from ddsem.errors import UserError
 
@@ -35,19 +36,24 @@ def ensure_dataset(
     num_train: int,
     num_test: int,
 ) -> Dataset:
-    with db.session() as s:
-        row = s.exec(select(Dataset).where(Dataset.name == name)).first()
-        if row is None:
-            row = Dataset(
-                name=name,
-                source=source,
-                classes_json=json.dumps(list(classes)),
-                num_train=num_train,
-                num_test=num_test,
-            )
-            s.add(row)
-            s.flush()
-        return row
+    """The data set's row, created when new (concurrent creators get the same row)."""
+
+    def write() -> Dataset:
+        with db.session() as s:
+            row = s.exec(select(Dataset).where(Dataset.name == name)).first()
+            if row is None:
+                row = Dataset(
+                    name=name,
+                    source=source,
+                    classes_json=json.dumps(list(classes)),
+                    num_train=num_train,
+                    num_test=num_test,
+                )
+                s.add(row)
+                s.flush()
+            return row
+
+    return retry_on_conflict(write)
 
 
 def get_dataset(db: Database, name: str) -> Dataset | None:
@@ -69,24 +75,28 @@ def ensure_images(
 ) -> int:
     """Register real images (idempotent); pixels/labels are indexed by ``indices``. Returns new."""
     indices = np.asarray(indices)
-    with db.session() as s:
-        have = set(
-            s.exec(
-                select(Image.index).where(Image.dataset_id == dataset_id, Image.split == split)
-            ).all()
-        )
-        todo = [int(i) for i in indices if int(i) not in have]
-        for i in todo:
-            s.add(
-                Image(
-                    dataset_id=dataset_id,
-                    split=split,
-                    index=i,
-                    label=int(labels[i]),
-                    png=png_bytes(pixels[i]),
-                )
+
+    def write() -> int:
+        with db.session() as s:
+            have = set(
+                s.exec(
+                    select(Image.index).where(Image.dataset_id == dataset_id, Image.split == split)
+                ).all()
             )
-    return len(todo)
+            todo = [int(i) for i in indices if int(i) not in have]
+            for i in todo:
+                s.add(
+                    Image(
+                        dataset_id=dataset_id,
+                        split=split,
+                        index=i,
+                        label=int(labels[i]),
+                        png=png_bytes(pixels[i]),
+                    )
+                )
+        return len(todo)
+
+    return retry_on_conflict(write)
 
 
 def image_rows(

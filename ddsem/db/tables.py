@@ -258,3 +258,13 @@ class AnalysisRun(SQLModel, table=True):
     data: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     figure_path: str | None = None
     created_at: datetime = Field(default_factory=now)
+
+
+class JobClaim(SQLModel, table=True):
+    """A unit of work a process is doing now (a chunk of influence models, a batch of answers,
+    a distillation), so that the same job started twice never does a unit twice. A claim whose
+    process is gone (its pid is dead on this host, or its heartbeat is old) can be taken over."""
+
+    key: str = Field(primary_key=True)  # e.g. "influence:<run>:<first model>"
+    owner: str  # "<host>:<pid>:<random>"
+    heartbeat: datetime = Field(default_factory=now)

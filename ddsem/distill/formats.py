@@ -13,6 +13,7 @@ but tensors, dicts, lists and numbers is refused without executing it.
 from __future__ import annotations
 
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,39 @@ FORMATS = ("auto", "paper", "dc", "mtt", "npz")
 @dataclass
 class LoadedSet:
     images: np.ndarray  # float32 N x C x H x W, normalised space
-    labels: np.ndarray  # int64 N
+    labels: np.ndarray  # int64 N, or N x K soft labels until validate takes the argmax
     fmt: str
     synthetic_lr: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    source: str = ""  # the file, named in validate's errors
+
+
+def _printable(text: str) -> str:
+    """Control characters escaped: a parser's message may quote the file's raw bytes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _reason(e: BaseException) -> str:
+    """The first line of an exception's message (its class name when the message is empty)."""
+    text = str(e).strip()
+    first = _printable(text.splitlines()[0][:160]) if text else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
+def _unpickler_reason(message: str) -> str:
+    """The line of torch's weights-only refusal that says what was refused (its message opens
+    with paragraphs of advice); else the first line."""
+    text = message.strip()
+    _, marker, rest = text.partition("WeightsUnpickler error:")
+    advice = ("Weights only load failed", "Check the documentation", "(1)", "(2)", "Please file")
+    lines = [
+        line.strip()
+        for line in (rest if marker else text).splitlines()
+        if line.strip() and not line.strip().startswith(advice)
+    ]
+    if not lines:
+        return "UnpicklingError"
+    return _printable(lines[0].split(". Please use")[0][:160])
 
 
 def safe_torch_load(path: Path) -> Any:
@@ -40,34 +70,82 @@ def safe_torch_load(path: Path) -> Any:
     if not path.is_file():
         raise UserError(f"file does not exist: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on odd pickles are no news to the user
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        reason = _unpickler_reason(str(e))
+        if "global" not in reason.lower():  # garbage bytes, not a pickle of foreign objects
+            raise UserError(f"{path} is not a readable PyTorch file ({reason})") from None
         raise UserError(
             f"{path} holds objects other than plain tensors, dicts, lists and numbers; "
-            f"refused without running it ({first[:120]})"
+            f"refused without running it ({reason})"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise UserError(
-            f"{path} is not a readable PyTorch file ({str(e).splitlines()[0][:160]})"
-        ) from None
+    except Exception as e:  # a parser of untrusted bytes: whatever it trips on means "corrupt"
+        raise UserError(f"{path} is not a readable PyTorch file ({_reason(e)})") from None
 
 
 def _np(x: Any, what: str) -> np.ndarray:
-    if hasattr(x, "detach"):
-        return x.detach().cpu().numpy()
-    if isinstance(x, np.ndarray | list | tuple):
-        return np.asarray(x)
-    raise UserError(f"{what} is a {type(x).__name__}, expected a tensor")
+    """A tensor, array, list or number as a real numeric numpy array; anything else refused."""
+    if hasattr(x, "detach") and hasattr(x, "is_complex"):  # a torch tensor
+        import torch
+
+        if x.is_complex():
+            raise UserError(f"{what} must be real numbers, not complex-valued")
+        try:
+            t = x.detach().cpu()
+            if t.layout != torch.strided:
+                t = t.to_dense()
+            if t.is_floating_point() and t.dtype.itemsize < 4:  # bfloat16 has no numpy type
+                t = t.float()
+            arr = t.numpy()
+        except Exception as e:
+            raise UserError(f"{what} cannot be read as a numeric array ({_reason(e)})") from None
+    elif isinstance(x, np.ndarray):
+        arr = x
+    elif isinstance(x, list | tuple | int | float):
+        try:
+            arr = np.asarray(x)
+        except Exception as e:  # ragged nesting, tensors mixed with numbers
+            raise UserError(f"{what} is not a rectangular array ({_reason(e)})") from None
+    else:
+        raise UserError(f"{what} is a {type(x).__name__}, expected a tensor")
+    if arr.dtype.kind == "c":
+        raise UserError(f"{what} must be real numbers, not complex-valued")
+    if arr.dtype.kind not in "biuf":
+        raise UserError(f"{what} must be numbers, got an array of dtype {arr.dtype}")
+    return arr
+
+
+def _images(x: np.ndarray) -> np.ndarray:
+    """Images as float32 (a float64 beyond float32's range becomes inf and validate refuses it)."""
+    if x.dtype.kind == "b":
+        raise UserError("images must be numbers, got an array of booleans")
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.ascontiguousarray(x, dtype=np.float32)
 
 
 def _labels(y: np.ndarray) -> np.ndarray:
-    if y.ndim == 2:  # soft / one-hot labels: keep the class with the largest mass
-        y = y.argmax(1)
+    """Integer class indices (N, or N x 1) as int64; N x K soft or one-hot labels are kept as
+    float64 for validate, which knows the number of classes."""
+    if y.dtype.kind == "b":
+        raise UserError("labels must be integer class indices, got booleans")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim == 2:
+        soft = y.astype(np.float64)
+        if not np.isfinite(soft).all():
+            raise UserError("soft labels hold NaN or infinite values")
+        return soft
     if y.ndim != 1:
         raise UserError(f"labels must be a vector, got shape {tuple(y.shape)}")
-    if not np.issubdtype(y.dtype, np.integer) and not np.all(np.equal(np.mod(y, 1), 0)):
-        raise UserError("labels must be integer class indices")
+    if y.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            integral = np.isfinite(y) & (np.mod(y, 1) == 0) & (np.abs(y) < 2.0**62)
+        if not integral.all():
+            raise UserError("labels must be integer class indices")
+    if y.dtype == np.uint64 and y.size and y.max() > np.iinfo(np.int64).max:
+        raise UserError(f"labels must be class indices; found {int(y.max())}")
     return y.astype(np.int64)
 
 
@@ -79,12 +157,15 @@ def load_distilled(
     labels_path: str | Path | None = None,
     lr_path: str | Path | None = None,
 ) -> LoadedSet:
-    """Read a distilled set from disk without validating it against a data set (see validate)."""
+    """Read a distilled set from disk without validating it against a data set (see validate).
+    Whatever is wrong with the file (unreadable, corrupt, wrong content) is one UserError."""
     path = Path(path).expanduser()
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
     if not path.exists():
         raise UserError(f"file does not exist: {path}")
+    if not path.is_file():
+        raise UserError(f"not a file: {path}")
     if fmt == "auto":
         if path.suffix == ".npz":
             fmt = "npz"
@@ -92,6 +173,23 @@ def load_distilled(
             fmt = "mtt"
         else:
             fmt = "dict"  # paper or dc, decided by content
+    try:
+        loaded = _load(path, fmt, exp, labels_path, lr_path)
+    except UserError as e:
+        if str(path) in str(e):
+            raise
+        raise UserError(f"{path}: {e}") from None
+    loaded.source = str(path)
+    return loaded
+
+
+def _load(
+    path: Path,
+    fmt: str,
+    exp: int,
+    labels_path: str | Path | None,
+    lr_path: str | Path | None,
+) -> LoadedSet:
     if fmt == "npz":
         return _load_npz(path)
     if fmt == "mtt":
@@ -106,11 +204,7 @@ def load_distilled(
         raise UserError(f"{path}: DC format needs 'data' as a list of [images, labels]")
     if "label" not in obj:
         raise UserError(f"{path}: paper format needs a 'label' entry next to 'data'")
-    return LoadedSet(
-        _np(data, "data").astype(np.float32, copy=False),
-        _labels(_np(obj["label"], "label")),
-        "paper",
-    )
+    return LoadedSet(_images(_np(data, "images")), _labels(_np(obj["label"], "labels")), "paper")
 
 
 def _from_dc(obj: dict, exp: int, path: Path) -> LoadedSet:
@@ -125,7 +219,7 @@ def _from_dc(obj: dict, exp: int, path: Path) -> LoadedSet:
     if not isinstance(pair, list | tuple) or len(pair) < 2:
         raise UserError(f"{path}: experiment {exp} is not [images, labels]")
     return LoadedSet(
-        _np(pair[0], "images").astype(np.float32, copy=False),
+        _images(_np(pair[0], "images")),
         _labels(_np(pair[1], "labels")),
         "dc",
         extra={"exp": exp, "experiments": len(runs)},
@@ -133,51 +227,92 @@ def _from_dc(obj: dict, exp: int, path: Path) -> LoadedSet:
 
 
 def _load_mtt(path: Path, labels_path: str | Path | None, lr_path: str | Path | None) -> LoadedSet:
-    images = _np(safe_torch_load(path), "images").astype(np.float32, copy=False)
+    images = _images(_np(safe_torch_load(path), "images"))
     if labels_path is None:
         guess = path.with_name(path.name.replace("images_", "labels_"))
         if guess == path or not guess.is_file():
             raise UserError(f"{path}: MTT images need their labels file (--labels labels_best.pt)")
         labels_path = guess
-    labels = _labels(_np(safe_torch_load(Path(labels_path).expanduser()), "labels"))
+    labels_path = Path(labels_path).expanduser()
+    try:
+        labels = _labels(_np(safe_torch_load(labels_path), "labels"))
+    except UserError as e:
+        raise UserError(e if str(labels_path) in str(e) else f"{labels_path}: {e}") from None
     lr = None
     if lr_path is None:
         guess = path.with_name(path.name.replace("images_", "lr_"))
         lr_path = guess if guess != path and guess.is_file() else None
     if lr_path is not None:
-        lr_val = _np(safe_torch_load(Path(lr_path).expanduser()), "learning rate")
-        if lr_val.size != 1:
+        lr_path = Path(lr_path).expanduser()
+        try:
+            lr_val = _np(safe_torch_load(lr_path), "the learning rate")
+        except UserError as e:
+            raise UserError(e if str(lr_path) in str(e) else f"{lr_path}: {e}") from None
+        if lr_val.size != 1 or lr_val.dtype.kind == "b":
             raise UserError(f"{lr_path}: the synthetic learning rate must be a single number")
         lr = float(lr_val.reshape(()))
+        if not (np.isfinite(lr) and lr > 0):
+            raise UserError(f"{lr_path}: the synthetic learning rate must be positive, got {lr}")
     return LoadedSet(images, labels, "mtt", synthetic_lr=lr)
 
 
 def _load_npz(path: Path) -> LoadedSet:
+    # The file is opened here, not by np.load, which leaves it open when the zip is corrupt.
     try:
-        with np.load(path, allow_pickle=False) as z:
-            keys = set(z.files)
-            ik = next((k for k in ("images", "data", "x") if k in keys), None)
-            lk = next((k for k in ("labels", "label", "y") if k in keys), None)
-            if ik is None or lk is None:
-                raise UserError(
-                    f"{path}: .npz needs arrays 'images' and 'labels' (has {sorted(keys)})"
-                )
-            images, labels = z[ik], z[lk]
-    except (ValueError, OSError) as e:
-        raise UserError(f"{path} is not a readable .npz of plain arrays ({e})") from None
+        f = path.open("rb")
+    except OSError as e:
+        raise UserError(f"{path} cannot be read ({_reason(e)})") from None
+    with f:
+        try:
+            z = np.load(f, allow_pickle=False)
+        except Exception as e:  # a parser of untrusted bytes: BadZipFile, EOFError, ...
+            raise UserError(
+                f"{path} is not a readable .npz of plain arrays ({_reason(e)})"
+            ) from None
+        if not isinstance(z, np.lib.npyio.NpzFile):  # a bare .npy array under an .npz name
+            raise UserError(f"{path} is a single array, not an .npz with images and labels")
+        try:
+            with z:
+                keys = set(z.files)
+                ik = next((k for k in ("images", "data", "x") if k in keys), None)
+                lk = next((k for k in ("labels", "label", "y") if k in keys), None)
+                if ik is None or lk is None:
+                    shown = ", ".join(repr(k)[:40] for k in sorted(keys)[:10]) or "none"
+                    raise UserError(
+                        f"{path}: .npz needs arrays 'images' and 'labels' (has {shown})"
+                    )
+                images, labels = z[ik], z[lk]
+        except UserError:
+            raise
+        except Exception as e:  # a corrupt member: bad CRC, zlib.error, object arrays, short data
+            raise UserError(
+                f"{path} is not a readable .npz of plain arrays ({_reason(e)})"
+            ) from None
+    images = _np(images, "images")
+    labels = _np(labels, "labels")
     if images.ndim == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
         images = images.transpose(0, 3, 1, 2)
-    if images.dtype == np.uint8:
+    if images.dtype == np.uint8 and images.ndim == 4 and images.shape[1] == 3:
         from ddsem.data.cifar import MEAN, STD
 
         images = (
             images.astype(np.float32) / 255.0 - np.asarray(MEAN, np.float32)[:, None, None]
         ) / (np.asarray(STD, np.float32)[:, None, None])
-    return LoadedSet(np.ascontiguousarray(images, dtype=np.float32), _labels(labels), "npz")
+    return LoadedSet(_images(images), _labels(labels), "npz")
 
 
 def validate(loaded: LoadedSet, num_classes: int, channels: int = 3, size: int = 32) -> LoadedSet:
-    """Refuse wrong shapes, non-finite pixels and labels outside the data set's classes."""
+    """Refuse wrong shapes, non-finite pixels and labels outside the data set's classes; soft
+    labels (N x num_classes) become the class of the largest mass. Errors name the file."""
+    try:
+        return _validate(loaded, num_classes, channels, size)
+    except UserError as e:
+        if not loaded.source or loaded.source in str(e):
+            raise
+        raise UserError(f"{loaded.source}: {e}") from None
+
+
+def _validate(loaded: LoadedSet, num_classes: int, channels: int, size: int) -> LoadedSet:
     x, y = loaded.images, loaded.labels
     if x.ndim != 4:
         raise UserError(f"images must be N x C x H x W, got shape {tuple(x.shape)}")
@@ -193,6 +328,16 @@ def validate(loaded: LoadedSet, num_classes: int, channels: int = 3, size: int =
     if bad.any():
         n = int(bad.reshape(len(x), -1).any(1).sum())
         raise UserError(f"{n} image(s) have NaN or infinite pixels")
+    if y.ndim == 2:
+        if y.shape[1] != num_classes:
+            raise UserError(
+                f"labels must be a vector of class indices or N x {num_classes} soft labels, "
+                f"got shape {tuple(y.shape)}"
+            )
+        loaded.labels = y = y.argmax(1).astype(np.int64)
+        loaded.extra = {**loaded.extra, "soft_labels": True}
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        raise UserError(f"labels must be a vector of class indices, got shape {tuple(y.shape)}")
     if y.min() < 0 or y.max() >= num_classes:
         raise UserError(
             f"labels must lie in 0..{num_classes - 1}; found {int(y.min())}..{int(y.max())}"

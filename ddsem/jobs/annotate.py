@@ -264,10 +264,23 @@ def _engine(ws: Workspace, request: AnnotateRequest) -> Any:
     )
 
 
+def _batches(p: AnnotatePlan, batch: int):
+    """(claim key, missing (prompt, index) pairs) of each batch of the whole selection that
+    still has something missing, in answer order."""
+    todo = {(q.name, i) for q, i in p.todo}
+    everything = [(q, int(i)) for q in p.prompts for i in p.indices]
+    for first in range(0, len(everything), batch):
+        chunk = [(q, i) for q, i in everything[first : first + batch] if (q.name, i) in todo]
+        if chunk:
+            key = f"annotate:{p.annotator}:{p.model_id}:{p.split}:{batch}:{first}:{len(everything)}"
+            yield key, chunk
+
+
 def run(ws: Workspace, request: AnnotateRequest) -> AnnotateResult:
     """Answer what is missing, batch by batch (each batch committed on its own), then relabel
     the attribute vocabulary if there is one. The engine is loaded only when there is work."""
     from ddsem.db import annotations as store
+    from ddsem.db import claims
     from ddsem.db.sets import ensure_dataset, ensure_images
 
     p = plan(ws, request)
@@ -298,14 +311,36 @@ def run(ws: Workspace, request: AnnotateRequest) -> AnnotateResult:
         f"{p.split} images ({p.already_stored} already stored), batch {batch}"
     )
     start = time.perf_counter()
+    owner = claims.new_owner()
+    left_to_others = 0
     with ws.progress.phase(f"{p.annotator} answers", len(p.todo)) as advance:
-        for first in range(0, len(p.todo), batch):
-            chunk = p.todo[first : first + batch]
-            answers = engine.answer(pixels[[i for _, i in chunk]], [q for q, _ in chunk])
-            rows = [(ids[i], q.name, q.text, a) for (q, i), a in zip(chunk, answers, strict=True)]
-            result.written += store.add_annotations(ws.db, p.annotator, p.model_id, rows)
+        for key, chunk in _batches(p, batch):
+            # a batch is claimed before it is answered: the same job started twice splits the
+            # batches (the batches are cut from the whole selection, so both cut them alike)
+            if not claims.claim(ws.db, key, owner):
+                left_to_others += len(chunk)
+                continue
+            # answers another process stored (then released the batch) since the plan
+            done = store.answered(ws.db, [ids[i] for _, i in chunk], p.annotator, p.model_id)
+            chunk = [(q, i) for q, i in chunk if (ids[i], q.name) not in done]
+            if not chunk:
+                claims.release(ws.db, key, owner)
+                continue
+            try:
+                answers = engine.answer(pixels[[i for _, i in chunk]], [q for q, _ in chunk])
+                rows = [
+                    (ids[i], q.name, q.text, a) for (q, i), a in zip(chunk, answers, strict=True)
+                ]
+                result.written += store.add_annotations(ws.db, p.annotator, p.model_id, rows)
+            finally:
+                claims.release(ws.db, key, owner)
             advance(len(chunk))
     result.seconds = time.perf_counter() - start
+    if left_to_others:
+        ws.progress.note(
+            f"{left_to_others} answers were being given by another process at the same time; "
+            "a re-run adds any it did not finish"
+        )
 
     i = p.todo[0][1]
     result.samples = [

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ddsem.config import AttributeConfig
 from ddsem.errors import UserError
-from ddsem.jobs.common import at_least, check
+from ddsem.jobs.common import at_least, check, clip
 
 if TYPE_CHECKING:
     from ddsem.db import Database
@@ -172,7 +172,12 @@ def list_attributes(ws: Workspace, kind: str | None = None) -> AttributeList:
     from ddsem.db.annotations import attribute_source
     from ddsem.db.annotations import list_attributes as stored
 
-    attrs = [a for a in stored(ws.db) if kind is None or a.kind == kind]
+    every = stored(ws.db)
+    if kind is not None:
+        known = sorted({"any", *kinds(ws.db), *(a.kind for a in every)})
+        if kind not in known:
+            raise UserError(f"unknown kind {clip(repr(kind))}: use {', '.join(known)}")
+    attrs = [a for a in every if kind is None or a.kind == kind]
     return AttributeList(attrs, attribute_source(ws.db))
 
 
@@ -206,7 +211,8 @@ def add(ws: Workspace, request: AddRequest) -> AttributeInfo:
     known = kinds(ws.db)
     if request.kind != "any" and request.kind not in known:
         raise UserError(
-            f"unknown kind {request.kind!r}: use any or a prompt name ({', '.join(known)})"
+            f"unknown kind {clip(repr(request.kind))}: use any or a prompt name "
+            f"({', '.join(known)})"
         )
     return add_attribute(ws.db, request.name, request.kind, list(request.synonyms), label_pairs)
 

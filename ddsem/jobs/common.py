@@ -6,7 +6,9 @@ Light imports only (no torch): requests are built and validated before any heavy
 
 from __future__ import annotations
 
+import math
 import os
+from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, Union
 
 from ddsem.errors import UserError
@@ -29,20 +31,88 @@ def check(condition: bool, message: str) -> None:
         raise UserError(message)
 
 
+def _number(value: object, what: str) -> float | int:
+    """``value`` as a number, refused unless it is a real, finite one (not a bool, NaN or inf)."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise UserError(f"{what} must be a number, got {clip(repr(value))}")
+    if isinstance(value, Integral):
+        return int(value)  # every integer is finite (and may be too large for a float)
+    if not math.isfinite(float(value)):
+        raise UserError(f"{what} must be a finite number, got {float(value)}")
+    return float(value)
+
+
+def finite(value: int | float | None, what: str) -> None:
+    """``value`` is None (not given) or a finite number."""
+    if value is not None:
+        _number(value, what)
+
+
 def positive(value: int | float | None, what: str) -> None:
-    """``value`` is None (not given) or > 0."""
-    if value is not None and value <= 0:
+    """``value`` is None (not given) or a finite number > 0."""
+    if value is not None and _number(value, what) <= 0:
         raise UserError(f"{what} must be positive, got {value}")
 
 
 def at_least(value: int | float | None, least: int | float, what: str) -> None:
-    if value is not None and value < least:
+    """``value`` is None (not given) or a finite number >= ``least``."""
+    if value is not None and _number(value, what) < least:
         raise UserError(f"{what} must be at least {least}, got {value}")
+
+
+def in_range(
+    value: int | float | None,
+    low: float,
+    high: float,
+    what: str,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """``value`` is None (not given) or a finite number in [low, high] (an open end excluded)."""
+    if value is None:
+        return
+    v = _number(value, what)
+    if (v <= low if low_open else v < low) or (v >= high if high_open else v > high):
+        bounds = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise UserError(f"{what} must lie in {bounds}, got {value}")
+
+
+def convnet_fits(width: int, depth: int, image_size: int = 32) -> None:
+    """A ConvNet of ``depth`` blocks halves the image ``depth`` times: it needs
+    ``image_size / 2**depth >= 1`` (depth 5 at most for 32x32 images), and width >= 1."""
+    positive(width, "--width")
+    positive(depth, "--depth")
+    deepest = max(int(image_size).bit_length() - 1, 0)  # floor(log2(image_size))
+    if int(depth) > deepest:
+        raise UserError(
+            f"--depth {depth} is too deep for {image_size}x{image_size} images: each ConvNet "
+            f"block halves the image, so --depth must be at most {deepest}"
+        )
+
+
+SEED_LIMIT = 2**32  # seeds are stored, offset (seed * 100003 + i) and passed to numpy and torch
+
+
+def seed_number(value: int | None, what: str = "--seed") -> None:
+    """``value`` is None (not given) or an integer from 0 to SEED_LIMIT - 1."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, Integral) or not 0 <= value < SEED_LIMIT:
+        raise UserError(
+            f"{what} must be a non-negative integer below {SEED_LIMIT}, got {clip(repr(value))}"
+        )
+
+
+def clip(text: str, limit: int = 80) -> str:
+    """User text as echoed in a message: at most ``limit`` characters, cut with "..."."""
+    text = str(text)
+    return text if len(text) <= limit else text[: max(limit - 3, 1)] + "..."
 
 
 def one_of(value: str, allowed: tuple[str, ...] | list[str], what: str) -> str:
     if value not in allowed:
-        raise UserError(f"unknown {what} {value!r}: use {', '.join(allowed)}")
+        raise UserError(f"unknown {what} {clip(repr(value))}: use {', '.join(allowed)}")
     return value
 
 

@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from ddsem.config import CurvatureConfig, ModelConfig
 from ddsem.errors import UserError
-from ddsem.jobs.common import DataSource, at_least, check, load_data
+from ddsem.jobs.common import (
+    DataSource,
+    at_least,
+    check,
+    convnet_fits,
+    finite,
+    load_data,
+    seed_number,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -57,7 +65,10 @@ __all__ = [
 
 
 def model_config(width: int, depth: int) -> ModelConfig:
+    finite(width, "--width")
+    finite(depth, "--depth")
     check(width >= 1 and depth >= 1, "--width and --depth must be at least 1")
+    convnet_fits(width, depth, ModelConfig.image_size)
     return ModelConfig(width=width, depth=depth)
 
 
@@ -138,6 +149,9 @@ class CurvatureRequest:
         object.__setattr__(self, "set_names", tuple(self.set_names))
         object.__setattr__(self, "density_at", tuple(int(i) for i in self.density_at))
         at_least(self.every, 1, "--every")
+        seed_number(self.seed)
+        at_least(self.train_samples, 1, "--train-samples")
+        finite(self.rel_err, "--rel-err")
         check(
             0.0 < self.rel_err < 1.0,
             f"--rel-err must lie strictly between 0 and 1, got {self.rel_err:g}",

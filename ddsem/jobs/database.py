@@ -39,6 +39,7 @@ class TableExportRequest:
     out: str | os.PathLike
     fmt: str | None = None  # csv | parquet | json; None: from the file suffix
     set_name: str | None = None  # scores and influence-topk: only this distilled set
+    force: bool = False  # replace an existing file (never the database or its -wal/-shm)
 
     def __post_init__(self) -> None:
         from ddsem.db.export import WHAT
@@ -70,10 +71,14 @@ class TableExportResult:
 
 
 def export(ws: Workspace, request: TableExportRequest) -> TableExportResult:
-    """Write one table as flat rows; refuses an empty table, naming the command that fills it."""
+    """Write one table as flat rows; refuses an empty table, naming the command that fills it.
+    Never writes over the database or its side files, nor over an existing file without
+    ``force``; the rows go to a temporary file that replaces the target only when complete."""
     from ddsem.db import export as ex
+    from ddsem.db.engine import database_files
 
     path, fmt = request.target()
+    ex.check_output(path, force=request.force, protected=database_files(ws.db))
     if request.what == "scores":
         rows, columns, hint = (
             ex.scores_for_export(ws.db, request.set_name),

@@ -18,7 +18,16 @@ from typing import TYPE_CHECKING, Any
 from ddsem.config import BPTTConfig, DMConfig, GMConfig, ModelConfig, TMConfig
 from ddsem.distill import INITS, check_method
 from ddsem.errors import UserError
-from ddsem.jobs.common import DataSource, check, config_diff, load_data, positive
+from ddsem.jobs.common import (
+    DataSource,
+    check,
+    config_diff,
+    convnet_fits,
+    finite,
+    load_data,
+    positive,
+    seed_number,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,6 +44,7 @@ Params = tuple[tuple[str, Any], ...]
 
 def positive_number(value: int | None, what: str) -> None:
     """``value`` is None (not given) or at least 1 (counts: images, iterations, widths)."""
+    finite(value, what)
     if value is not None and value < 1:
         raise UserError(f"{what} must be a positive number, got {value}")
 
@@ -81,8 +91,10 @@ def typed_params(params: Params | Mapping[str, Any], method: str) -> Params:
                     value = text
             except ValueError:
                 raise UserError(f"--param {key} needs a {kind.split()[0]}, got {text!r}") from None
-        if isinstance(value, int | float) and value < 0:
-            raise UserError(f"--param {key} must not be negative, got {text}")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            finite(value, f"--param {key}")
+            if value < 0:
+                raise UserError(f"--param {key} must not be negative, got {text}")
         out[key] = value
     return tuple(out.items())
 
@@ -133,6 +145,8 @@ class DistillRequest:
             (self.stop_after, "--stop-after"),
         ):  # fmt: skip
             positive_number(value, what)
+        convnet_fits(self.width, self.depth)
+        seed_number(self.seed)
         positive(self.lr_img, "--lr-img")
         fields = CONFIGS[method].__dataclass_fields__
         unknown = [k for k in self._options() if k not in fields]
@@ -324,6 +338,24 @@ class DistillResult:
 def run(ws: Workspace, request: DistillRequest) -> DistillResult:
     """Distil (or continue an unfinished run), checkpointing as it goes; store the set when the
     last iteration is done."""
+    from ddsem.db import claims
+
+    plan(ws, request)  # refuse bad requests before claiming anything
+    name = request.set_name
+    owner, key = claims.new_owner(), f"distill:{name}"
+    if not claims.claim(ws.db, key, owner):
+        others = ", ".join(claims.held_by_others(ws.db, key, owner)) or "another process"
+        raise UserError(
+            f"set {name!r} is being distilled right now by {others}: wait for it to finish "
+            "(a run that was killed is taken over by the next one, with --resume)"
+        )
+    try:  # planned again under the claim: what the other process stored is seen now
+        return _distill(ws, request, plan(ws, request))
+    finally:
+        claims.release(ws.db, key, owner)
+
+
+def _distill(ws: Workspace, request: DistillRequest, p: DistillPlan) -> DistillResult:
     import torch
 
     from ddsem.db import distill as store
@@ -331,7 +363,6 @@ def run(ws: Workspace, request: DistillRequest) -> DistillResult:
     from ddsem.distill.common import Checkpoint, RealData, initial_set, restore
     from ddsem.distill.common import run as iterate
 
-    p = plan(ws, request)
     r, db, cfg, name = request, ws.db, p.cfg, p.set_name
     device = ws.torch_device()
     pool_y = p.data.train_y[p.pool]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ddsem.config import ModelConfig
 from ddsem.distill import PROTOCOLS
 from ddsem.errors import UserError
-from ddsem.jobs.common import DataSource, check, load_data, resolve_set
+from ddsem.jobs.common import DataSource, check, load_data, resolve_set, seed_number
 from ddsem.jobs.distill import positive_number
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ class EvaluateRequest:
             (self.test_limit, "--test-limit"),
         ):
             positive_number(value, what)
+        seed_number(self.seed)
 
     @property
     def seeds(self) -> list[int]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ddsem.config import ExpertConfig, ModelConfig
-from ddsem.jobs.common import DataSource, positive
+from ddsem.jobs.common import DataSource, convnet_fits, positive, seed_number
 from ddsem.jobs.distill import positive_number, real_pool_indices
 
 if TYPE_CHECKING:
@@ -42,6 +42,8 @@ class ExpertsRequest:
             (self.batch_size, "--batch-size"), (self.test_limit, "--test-limit"),
         ):  # fmt: skip
             positive_number(value, what)
+        convnet_fits(self.width, self.depth)
+        seed_number(self.seed)
         positive(self.lr, "--lr")
 
     def config(self) -> ExpertConfig:

@@ -17,7 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 from ddsem.config import InfluenceConfig, ModelConfig, TrainConfig
 from ddsem.errors import UserError
-from ddsem.jobs.common import DataSource, check, load_data, positive, resolve_set, unique_ints
+from ddsem.jobs.common import (
+    DataSource,
+    check,
+    convnet_fits,
+    in_range,
+    load_data,
+    positive,
+    resolve_set,
+    seed_number,
+    unique_ints,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -68,6 +78,8 @@ class InfluenceRequest:
     def __post_init__(self) -> None:
         seeds = unique_ints(tuple(self.seeds), "--seeds")
         check(all(s >= 0 for s in seeds), "--seeds must be non-negative integers")
+        for s in seeds:
+            seed_number(s, "--seeds")
         object.__setattr__(self, "seeds", seeds)
         check_context(self.context)
         check(
@@ -82,18 +94,14 @@ class InfluenceRequest:
             ("--top-k", self.top_k),
         ):
             positive(value, name)
-        check(
-            self.lr > 0 and self.momentum >= 0,
-            "--lr must be positive and --momentum non-negative",
-        )
+        convnet_fits(self.width, self.depth)
+        positive(self.lr, "--lr")
+        in_range(self.momentum, 0.0, 1.0, "--momentum", high_open=True)
         check(
             self.chunk >= 0,
             f"--chunk must be 0 (automatic) or a positive number, got {self.chunk}",
         )
-        check(
-            self.selection_seed >= 0,
-            f"--seed must be a non-negative integer, got {self.selection_seed}",
-        )
+        seed_number(self.selection_seed)
 
 
 # -- the set and the real data, validated -----------------------------------------------------------
@@ -265,6 +273,7 @@ def plan(ws: Workspace, req: InfluenceRequest) -> InfluencePlan:
 
     device = ws.torch_device()
     inputs = load_inputs(ws.db, req.set_name, req.method, req.data)
+    convnet_fits(req.width, req.depth, inputs.shape[1])  # the set's own image size
     model_cfg = ModelConfig(
         width=req.width,
         depth=req.depth,
@@ -409,13 +418,9 @@ def run(ws: Workspace, req: InfluenceRequest) -> InfluenceResult:
 
 def _run_seed(ws: Workspace, p: InfluencePlan, sp: SeedPlan, chunk: int) -> SeedSummary:
     """Train what is missing of one seed's run, chunk by chunk, then finish it."""
-    import time
-
-    import torch
 
     from ddsem.db.codec import state_to_blob
-    from ddsem.db.influence import add_models, done_models, run_init_state, start_influence_run
-    from ddsem.influence import loo  # loo.train_and_evaluate looked up at call time
+    from ddsem.db.influence import start_influence_run
     from ddsem.models import init_state
 
     context, seed, dev = p.training.influence.context, sp.seed, p.device
@@ -442,39 +447,8 @@ def _run_seed(ws: Workspace, p: InfluencePlan, sp: SeedPlan, chunk: int) -> Seed
             device=str(dev),
             replace=sp.replace,
         )
-    done = done_models(ws.db, run_id)
-    missing = [m for m in (REFERENCE, *range(p.num_models - 1)) if m not in done]
-    if missing:
-        init = {k: torch.from_numpy(v) for k, v in run_init_state(ws.db, run_id).items()}
-        pop = population(p.inputs, p.training)
-        test_x, test_y = evaluation_set(p.inputs, p.test_indices)
-        size = max(1, chunk or (len(missing) if dev.type == "cuda" else CPU_CHUNK))
-        steps = p.training.train.steps
-        with ws.progress.phase(f"seed {seed}: model-steps", len(missing) * steps) as advance:
-            for start in range(0, len(missing), size):
-                part = missing[start : start + size]
-                t0 = time.perf_counter()
-                result = loo.train_and_evaluate(
-                    p.training.model,
-                    p.training.train,
-                    pop,
-                    part,
-                    init,
-                    test_x,
-                    test_y,
-                    device=dev,
-                    progress=advance,
-                )
-                add_models(
-                    ws.db,
-                    run_id,
-                    part,
-                    result.losses.numpy(),
-                    result.accuracy.numpy(),
-                    seconds=time.perf_counter() - t0,
-                    device=str(dev),
-                )
-    info = _finish(ws.db, p, run_id, seed)
+    _train_missing(ws, p, run_id, seed, chunk)
+    info = _finish_once(ws, p, run_id, seed)
     ws.progress.note(
         f"seed {seed}: {info.num_models} models on {info.num_test} test images, "
         f"{accuracy_text(info.full_accuracy, context)}, {info.wall_seconds or 0:.1f} s training"
@@ -482,8 +456,127 @@ def _run_seed(ws: Workspace, p: InfluencePlan, sp: SeedPlan, chunk: int) -> Seed
     return SeedSummary.of(p.set.name, info, skipped=False)
 
 
+WAIT_SECONDS = 2.0  # how often a job whose remaining models another process holds looks again
+
+
+def _train_missing(ws: Workspace, p: InfluencePlan, run_id: int, seed: int, chunk: int) -> None:
+    """Train the run's missing models, chunk by chunk, each chunk committed on its own.
+
+    Every model is claimed before it is trained (``ddsem.db.claims``), so the same job started
+    twice splits the models between the two processes instead of training each twice; a process
+    whose remaining models are all held by another live one waits for them. A killed process's
+    claims are taken over at once on the same host (its pid is gone), else after
+    ``claims.STALE_SECONDS`` without a heartbeat.
+    """
+    import time
+
+    import torch
+
+    from ddsem.db import claims
+    from ddsem.db.influence import add_models, done_models, run_init_state
+    from ddsem.influence import loo  # loo.train_and_evaluate looked up at call time
+
+    dev = p.device
+    owner = claims.new_owner()
+    everything = (REFERENCE, *range(p.num_models - 1))
+    missing = [m for m in everything if m not in done_models(ws.db, run_id)]
+    if not missing:
+        return
+    init = {k: torch.from_numpy(v) for k, v in run_init_state(ws.db, run_id).items()}
+    pop = population(p.inputs, p.training)
+    test_x, test_y = evaluation_set(p.inputs, p.test_indices)
+    size = max(1, chunk or (len(missing) if dev.type == "cuda" else CPU_CHUNK))
+    steps = p.training.train.steps
+    waiting_said = False
+    with ws.progress.phase(f"seed {seed}: model-steps", len(missing) * steps) as advance:
+        while missing:
+            part = []
+            for m in missing:
+                if len(part) < size and claims.claim(ws.db, _claim_key(run_id, m), owner):
+                    part.append(m)
+            # a model another process stored (then released) since ``missing`` was read
+            stored = done_models(ws.db, run_id)
+            for m in [m for m in part if m in stored]:
+                claims.release(ws.db, _claim_key(run_id, m), owner)
+            part = [m for m in part if m not in stored]
+            if not part and not [m for m in missing if m not in stored]:
+                break
+            if not part:  # every missing model is being trained by another live process
+                if not waiting_said:
+                    others = ", ".join(claims.held_by_others(ws.db, f"influence:{run_id}:", owner))
+                    ws.progress.note(
+                        f"seed {seed}: {len(missing)} models are being trained by another "
+                        f"process ({others or 'finishing'}); waiting for them"
+                    )
+                    waiting_said = True
+                time.sleep(WAIT_SECONDS)
+            else:
+                last_beat = [time.monotonic()]
+
+                def beat(n: int = 1, part=part, last_beat=last_beat) -> None:
+                    advance(n)
+                    if time.monotonic() - last_beat[0] > 60:
+                        for m in part:
+                            claims.heartbeat(ws.db, _claim_key(run_id, m), owner)
+                        last_beat[0] = time.monotonic()
+
+                t0 = time.perf_counter()
+                try:
+                    result = loo.train_and_evaluate(
+                        p.training.model,
+                        p.training.train,
+                        pop,
+                        part,
+                        init,
+                        test_x,
+                        test_y,
+                        device=dev,
+                        progress=beat,
+                    )
+                    add_models(
+                        ws.db,
+                        run_id,
+                        part,
+                        result.losses.numpy(),
+                        result.accuracy.numpy(),
+                        seconds=time.perf_counter() - t0,
+                        device=str(dev),
+                    )
+                finally:  # done or interrupted: the models are free for the next claim
+                    for m in part:
+                        claims.release(ws.db, _claim_key(run_id, m), owner)
+            missing = [m for m in everything if m not in done_models(ws.db, run_id)]
+
+
+def _claim_key(run_id: int, model_index: int) -> str:
+    return f"influence:{run_id}:{model_index}"
+
+
+def _finish_once(ws: Workspace, p: InfluencePlan, run_id: int, seed: int) -> InfluenceRunInfo:
+    """Finish the run unless another process finished it (or is finishing it) already."""
+    import time
+
+    from ddsem.db import claims
+    from ddsem.db.influence import list_runs
+
+    owner = claims.new_owner()
+    key = f"influence:{run_id}:finish"
+    while True:
+        done = [r for r in list_runs(ws.db, p.set.id, complete_only=True) if r.id == run_id]
+        if done:
+            return done[0]
+        if claims.claim(ws.db, key, owner):
+            try:
+                return _finish(ws.db, p, run_id, seed)
+            finally:
+                claims.release(ws.db, key, owner)
+        time.sleep(WAIT_SECONDS)
+
+
 def _finish(db: Database, p: InfluencePlan, run_id: int, seed: int) -> InfluenceRunInfo:
     """Influence matrix, top-k table and status "complete", in one transaction."""
+    import numpy as np
+
     from ddsem.db.influence import find_run, finish_influence_run, model_results
     from ddsem.influence.loo import influence_from_losses, top_k
 
@@ -491,6 +584,14 @@ def _finish(db: Database, p: InfluencePlan, run_id: int, seed: int) -> Influence
     indices, losses, accuracy = model_results(db, run_id)
     if indices != [REFERENCE, *range(p.num_models - 1)]:
         raise UserError(f"run {run_id} is missing models; re-run the command to finish it")
+    if not np.isfinite(losses).all():
+        from ddsem.db.influence import delete_influence_run
+
+        delete_influence_run(db, run_id)  # nothing of a diverged run is worth keeping
+        raise UserError(
+            f"seed {seed}: training diverged (test losses are not finite) with --lr "
+            f"{p.training.train.lr:g}; lower it. The run was removed"
+        )
     influence = influence_from_losses(losses[0], losses[1:], context)
     positions, values = top_k(influence, p.training.influence.top_k)
     finish_influence_run(

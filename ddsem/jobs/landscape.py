@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ddsem.config import LandscapeConfig, ModelConfig
-from ddsem.jobs.common import DataSource, at_least, check, resolve_set
+from ddsem.jobs.common import DataSource, at_least, check, resolve_set, seed_number
 from ddsem.jobs.curvature import (
     OUT,
     distilled_tensors,
@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 LANDSCAPE = LandscapeConfig()
 MODEL = ModelConfig()
+# ours: more room than this many spans of the three points leaves them in a corner of the plot,
+# and far enough out (1e300) the losses overflow
+MAX_MARGIN = 100.0
 
 __all__ = ["LandscapePlan", "LandscapeRequest", "LandscapeResult", "plan", "preflight", "run"]
 
@@ -50,8 +53,15 @@ class LandscapeRequest:
 
     def __post_init__(self) -> None:
         at_least(self.grid, 2, "--grid")
-        check(self.margin >= 0, f"--margin must be at least 0, got {self.margin:g}")
+        at_least(self.margin, 0, "--margin")
+        check(
+            self.margin <= MAX_MARGIN,
+            f"--margin must be at most {MAX_MARGIN:g} (spans of room around the three points), "
+            f"got {self.margin:g}",
+        )
         at_least(self.distilled_steps, 1, "--distilled-steps")
+        seed_number(self.seed)
+        at_least(self.train_samples, 1, "--train-samples")
         at_least(self.test_samples, 1, "--test-samples")
         model_config(self.width, self.depth)
 

@@ -33,6 +33,14 @@ __all__ = [
 
 # -- import ---------------------------------------------------------------------------------------
 
+IMPORT_FORMATS = ("auto", "paper", "dc", "mtt", "npz")  # ddsem.distill.formats.FORMATS
+
+
+def _shown(text: str) -> str:
+    """A user's string for an error line: escaped and cut, so the line stays one short line."""
+    shown = repr(text)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
 
 @dataclass(frozen=True)
 class ImportRequest:
@@ -49,9 +57,25 @@ class ImportRequest:
     def __post_init__(self) -> None:
         check(
             self.dataset in NUM_CLASSES,
-            f"unknown dataset {self.dataset!r}: use cifar10 or cifar100",
+            f"unknown dataset {_shown(self.dataset)}: use cifar10 or cifar100",
         )
-        object.__setattr__(self, "method", self.method.lower())
+        check(
+            self.fmt in IMPORT_FORMATS,
+            f"unknown format {_shown(self.fmt)}: use one of " + ", ".join(IMPORT_FORMATS),
+        )
+        check(self.exp >= 0, f"--exp must be 0 or more, got {self.exp}")
+        check(str(self.path).strip() != "", "the file to import is empty: give a .pt or .npz")
+        method = str(self.method).strip().lower()
+        check(method != "", "--method must name the distillation method (bptt, dm, gm, tm, ...)")
+        check(method.isprintable(), f"--method {_shown(self.method)} holds control characters")
+        check(len(method) <= 64, f"--method is {len(method)} characters long; at most 64")
+        object.__setattr__(self, "method", method)
+        if self.name is not None:
+            name = str(self.name).strip()
+            check(name != "", "--name must not be empty (leave it out to use the method)")
+            check(name.isprintable(), f"--name {_shown(self.name)} holds control characters")
+            check(len(name) <= 128, f"--name is {len(name)} characters long; at most 128")
+            object.__setattr__(self, "name", name)
 
     @property
     def set_name(self) -> str:
@@ -159,10 +183,29 @@ def show(ws: Workspace, name: str | None = None, method: str | None = None) -> S
 
 @dataclass(frozen=True)
 class SetExportRequest:
-    out: str | os.PathLike  # the .pt file (the paper's dict format); an existing file is replaced
+    out: str | os.PathLike  # the .pt file (the paper's dict format)
     name: str | None = None  # the set by name, else the newest of method
     method: str | None = None
     png: str | os.PathLike | None = None  # the PNG grid [default: beside out]
+    force: bool = False  # replace existing files (never the database or its -wal/-shm)
+
+    def __post_init__(self) -> None:
+        from ddsem.db.export import check_place
+
+        out, png = self.paths()
+        check_place(out, "--out")
+        check_place(png, "--png")
+        if out.resolve() == png.resolve():
+            raise UserError(
+                f"the PNG grid would overwrite --out {out}: give --png another file, or --out "
+                "a .pt name"
+            )
+
+    def paths(self) -> tuple[Path, Path]:
+        """(the .pt file, the PNG grid)."""
+        out = Path(self.out).expanduser()
+        png = Path(self.png).expanduser() if self.png else out.with_suffix(".png")
+        return out, png
 
 
 @dataclass
@@ -175,20 +218,28 @@ class SetExportResult:
 
 
 def export(ws: Workspace, request: SetExportRequest) -> SetExportResult:
-    """Write the set in the paper's dict format and as a PNG grid (clipped only for display)."""
-    from ddsem.data import denormalize
+    """Write the set in the paper's dict format and as a PNG grid (clipped only for display).
+    Never writes over the database or its side files, nor over an existing file without
+    ``force``; both files are written to temporary files beside them, which replace the targets
+    only when both are complete."""
+    from ddsem.db.engine import database_files
+    from ddsem.db.export import check_output, staged
     from ddsem.db.sets import find_set, set_tensors
+
+    out_path, png_path = request.paths()
+    protected = database_files(ws.db)
+    check_output(out_path, force=request.force, protected=protected, option="--out")
+    check_output(png_path, force=request.force, protected=protected, option="--png")
+    s = find_set(ws.db, request.name, request.method)
+    images, labels = set_tensors(ws.db, s.id)
+
+    from ddsem.data import denormalize
     from ddsem.distill.formats import export_paper
     from ddsem.plots import image_grid
 
-    s = find_set(ws.db, request.name, request.method)
-    images, labels = set_tensors(ws.db, s.id)
-    out_path = Path(request.out).expanduser()
-    if not out_path.parent.exists():
-        raise UserError(f"output folder does not exist: {out_path.parent}")
-    export_paper(out_path, images, labels)
-    png_path = Path(request.png) if request.png else out_path.with_suffix(".png")
-    image_grid(denormalize(images), png_path, titles=[str(int(v)) for v in labels], cols=10)
+    with staged(out_path) as out_tmp, staged(png_path, ".png") as png_tmp:
+        export_paper(out_tmp, images, labels)
+        image_grid(denormalize(images), png_tmp, titles=[str(int(v)) for v in labels], cols=10)
     return SetExportResult(out_path, png_path)
 
 

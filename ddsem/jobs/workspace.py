@@ -32,13 +32,19 @@ class Workspace:
         db: str | None = None,
         *,
         create: bool = True,
+        readonly: bool | None = None,
         device: str = "auto",
         progress: Progress = SILENT,
     ) -> Workspace:
-        """Open ``db`` (a path or SQLAlchemy URL; None: $DDSEM_DB, then ./ddsem.db)."""
+        """Open ``db`` (a path or SQLAlchemy URL; None: $DDSEM_DB, then ./ddsem.db).
+
+        ``create=False`` (the reading commands): an existing database only, opened read-only
+        (SQLite ``mode=ro``) unless ``readonly=False``; a write then raises "the database is
+        read-only". A file this process cannot write is opened read-only either way."""
         from ddsem.db import open_db
 
-        return cls(open_db(db, create=create), device, progress)
+        ro = (not create) if readonly is None else readonly
+        return cls(open_db(db, create=create, readonly=ro), device, progress)
 
     def torch_device(self) -> torch.device:
         """The device as torch sees it; one clear line when it does not exist here."""
