@@ -323,3 +323,19 @@ def test_an_unreachable_server_names_its_address(cli, monkeypatch):
     r = cli("sets", "list", db="unreachable://bob:secret@10.0.0.1:5432/ddsem")
     assert_refused(r, "cannot connect to the database server at 10.0.0.1:5432", "refused")
     assert "secret" not in r.err
+
+
+def test_a_writing_job_on_a_read_only_database_refuses_before_its_work(
+    cli, tmp_path, synthetic_path, monkeypatch
+):
+    """The colour annotator never runs: the read-only database is named first, in one line."""
+    from ddsem.annotate.color import ColorAnnotator
+
+    path = ddsem_db(tmp_path / "ro.db")
+    monkeypatch.setattr(ColorAnnotator, "answer", lambda *a: pytest.fail("answered"))
+    before = path.read_bytes()
+    with immutable(path):
+        r = cli("annotate", "--annotator", "color", "--data", str(synthetic_path), db=str(path))
+    assert r.code == 2 and r.err.count("\n") == 1
+    assert "the database is read-only" in r.err
+    assert path.read_bytes() == before

@@ -192,7 +192,7 @@ def _sqlite_engine(url: URL, path: Path, mode: str) -> Engine:
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")  # first: the WAL switch waits too
         if mode == "rw":
-            cur.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(cur)
             cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
@@ -517,3 +517,20 @@ def database_files(db: Database | str) -> tuple[Path, ...]:
             if f not in found:
                 found.append(f)
     return tuple(found)
+
+
+def _switch_to_wal(cur) -> None:  # noqa: ANN001  (a DB-API cursor)
+    """WAL mode, once per file. SQLite does not wait on its busy timeout for the switch itself,
+    so processes opening one new database at once retry it briefly instead of failing."""
+    import sqlite3
+    import time
+
+    for attempt in range(100):
+        try:
+            if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or attempt == 99:
+                raise
+            time.sleep(0.05)

@@ -296,6 +296,7 @@ def run(ws: Workspace, request: AnnotateRequest) -> AnnotateResult:
     )
     if not p.todo:
         return result
+    ws.db.require_writable()  # before the engine loads and answers, not at the first batch
     engine = _engine(ws, request)  # a model that cannot be loaded fails before any write
 
     data, batch = p.data, request.batch

@@ -341,6 +341,7 @@ def run(ws: Workspace, request: DistillRequest) -> DistillResult:
     from ddsem.db import claims
 
     plan(ws, request)  # refuse bad requests before claiming anything
+    ws.db.require_writable()  # a read-only database: one line now, not after the distillation
     name = request.set_name
     owner, key = claims.new_owner(), f"distill:{name}"
     if not claims.claim(ws.db, key, owner):

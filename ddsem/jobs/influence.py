@@ -482,6 +482,7 @@ def _train_missing(ws: Workspace, p: InfluencePlan, run_id: int, seed: int, chun
     missing = [m for m in everything if m not in done_models(ws.db, run_id)]
     if not missing:
         return
+    ws.db.require_writable()  # before the training, not at its first commit
     init = {k: torch.from_numpy(v) for k, v in run_init_state(ws.db, run_id).items()}
     pop = population(p.inputs, p.training)
     test_x, test_y = evaluation_set(p.inputs, p.test_indices)
