@@ -64,6 +64,7 @@ def test_global_options_work_after_every_kind_of_command(tmp_path, capsys, monke
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DDSEM_DB", raising=False)
     db = str(tmp_path / "after.db")
+    assert run(["attributes", "add", "yellow", "--db", db]) == 0  # a writing command creates it
     for argv in (
         ["sets", "list", "--json", "--db", db],
         ["db", "info", "--json", "--db", db, "--quiet"],

@@ -234,7 +234,9 @@ def test_a_database_in_a_read_only_folder_without_wal_or_shm(cli, tmp_path):
         r = cli("db", "info", "--json", db=str(path))
         assert r.code == 0 and '"tables"' in r.out, r.err
         assert_refused(cli("attributes", "add", "yellow", db=str(path)), "read-only")
-        assert_refused(cli("sets", "list", db=str(folder / "new.db")), "folder is read-only")
+        new = str(folder / "new.db")
+        assert_refused(cli("attributes", "add", "yellow", db=new), "folder is read-only")
+        assert_refused(cli("sets", "list", db=new), "no ddsem database at")
         assert not side_files(path) and sorted(p.name for p in folder.iterdir()) == ["x.db"]
     assert path.read_bytes() == before
 
@@ -338,4 +340,51 @@ def test_a_writing_job_on_a_read_only_database_refuses_before_its_work(
         r = cli("annotate", "--annotator", "color", "--data", str(synthetic_path), db=str(path))
     assert r.code == 2 and r.err.count("\n") == 1
     assert "the database is read-only" in r.err
+    assert path.read_bytes() == before
+
+
+def _with_set(path: Path) -> Path:
+    import numpy as np
+
+    from ddsem.db.sets import add_distilled_set
+
+    db = open_db(str(path))
+    images = np.random.default_rng(0).normal(size=(10, 3, 32, 32)).astype(np.float32)
+    add_distilled_set(db, "s", "dm", images, np.arange(10), dataset="cifar10", provenance={})
+    db.close()
+    assert not side_files(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("command", "work"),
+    [
+        (
+            ["evaluate", "--set", "s", "--runs", "1", "--width", "8"],
+            "ddsem.distill.evaluate.evaluate_set",
+        ),
+        (
+            ["landscape", "--set", "s", "--width", "8", "--grid", "2"],
+            "ddsem.jobs.landscape._compute",
+        ),
+        (
+            ["curvature", "--set", "s", "--width", "8", "--iterations", "2"],
+            "ddsem.jobs.curvature._measure",
+        ),
+    ],  # fmt: skip
+)
+def test_training_jobs_on_a_read_only_database_refuse_before_training(
+    cli, tmp_path, synthetic_path, monkeypatch, command, work
+):
+    """evaluate, landscape and curvature name the read-only database before they train."""
+    import importlib
+
+    module_name, _, name = work.rpartition(".")
+    monkeypatch.setattr(importlib.import_module(module_name), name,
+                        lambda *a, **k: pytest.fail("trained"))  # fmt: skip
+    path = _with_set(tmp_path / "ro.db")
+    before = path.read_bytes()
+    with immutable(path):
+        r = cli(*command, "--data", str(synthetic_path), db=str(path))
+    assert_refused(r, "the database is read-only")
     assert path.read_bytes() == before

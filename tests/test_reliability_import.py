@@ -205,6 +205,7 @@ def test_an_eof_error_is_not_reported_as_an_interrupt(monkeypatch, capsys, tmp_p
         raise EOFError("a bug")
 
     monkeypatch.setattr(job, "list_sets", boom)
+    open_db(tmp_path / "t.db").close()
     with pytest.raises(EOFError):
         run(["--db", str(tmp_path / "t.db"), "sets", "list"])
     assert "interrupted" not in capsys.readouterr().err

@@ -158,3 +158,30 @@ def test_evaluate_killed_mid_run_trains_only_what_is_missing_and_agrees(dbs, syn
     query = "SELECT params_json, result_json FROM analysisrun WHERE kind = 'evaluate' ORDER BY 1"
     assert _rows(killed, query) == _rows(clean, query)
     assert len(_rows(killed, query)) == 2
+
+
+def test_landscape_killed_mid_computation_leaves_nothing_and_reruns_to_the_same_plane(
+    dbs, synthetic_path
+):
+    """The landscape is stored in one transaction at its end: a kill leaves either no row or
+    the complete grid (killed while drawing), and the next run gives what an uninterrupted one
+    does."""
+    killed, clean = dbs
+    for db in dbs:
+        _distilled(db)
+    args = ["landscape", "--set", "s", "--grid", "7", "--width", "8", "--distilled-steps", "40"]
+    args += ["--test-samples", "100", "--out", "figs", "--data", str(synthetic_path)]
+    proc = _ddsem(killed, *args)
+    time.sleep(4)  # past the start (~2 s of imports), inside the training and the grid
+    finished_first = proc.poll() is not None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if not finished_first:
+        assert _rows(killed, "SELECT count(*) FROM analysisrun WHERE status != 'complete'") == [
+            (0,)
+        ]
+    _run(killed, *args)
+    _run(clean, *args)
+    query = "SELECT kind, status, params_json, result_json, data FROM analysisrun ORDER BY id"
+    assert _rows(killed, query) == _rows(clean, query)
+    assert len(_rows(killed, query)) == 1

@@ -66,7 +66,7 @@ def list_attributes(
     """The vocabulary: name, prompt kind, images that have it, synonyms."""
     from ddsem.jobs import attributes as job
 
-    listing = job.list_attributes(common.workspace(quiet=as_json), kind)
+    listing = job.list_attributes(common.workspace(create=False, quiet=as_json), kind)
     if as_json:
         common.print_json(listing.as_json())
         return

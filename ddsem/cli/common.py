@@ -67,15 +67,19 @@ def seed() -> int:
 # -- the workspace jobs run in -------------------------------------------------------------------
 
 
-def workspace(create: bool = True, *, quiet: bool = False) -> Workspace:
-    """The database, device and progress of the global options. ``quiet``: --json, whose
-    stdout carries only the JSON (bars go to stderr either way, notes are dropped)."""
+def workspace(
+    create: bool = True, *, readonly: bool | None = None, quiet: bool = False
+) -> Workspace:
+    """The database, device and progress of the global options. ``create=False``: an existing
+    database, read-only unless ``readonly=False``. ``quiet``: --json, whose stdout carries only
+    the JSON (bars go to stderr either way, notes are dropped)."""
     from ddsem.jobs import SILENT, Workspace
 
     silent = OPTIONS.quiet or quiet
     return Workspace.open(
         OPTIONS.db,
         create=create,
+        readonly=readonly,
         device=OPTIONS.device,
         progress=SILENT if silent else RichProgress(),
     )

@@ -222,7 +222,7 @@ def query(
         alpha=alpha,
         draws=draws,
     )
-    answer = job.run(common.workspace(quiet=as_json), request)
+    answer = job.run(common.workspace(create=False, quiet=as_json), request)
     if as_json:
         common.print_json(answer.as_json())
         return

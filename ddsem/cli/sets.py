@@ -51,7 +51,7 @@ def list_sets(as_json: bool = common.json_option()) -> None:
     """Every distilled set in the database."""
     from ddsem.jobs import sets as job
 
-    listing = job.list_sets(common.workspace(quiet=as_json))
+    listing = job.list_sets(common.workspace(create=False, quiet=as_json))
     if as_json:
         common.print_json(listing.as_json())
         return
@@ -76,7 +76,7 @@ def show(
     """One set: provenance, labels per class and pixel statistics."""
     from ddsem.jobs import sets as job
 
-    d = job.show(common.workspace(quiet=as_json), name, method)
+    d = job.show(common.workspace(create=False, quiet=as_json), name, method)
     if as_json:
         common.print_json(d.as_json())
         return

@@ -352,6 +352,9 @@ def _refuse(kind: str, version: int | None, problems: list[str], where: str) -> 
         )
 
 
+CREATED_BY = " (a command that stores work creates it: `ddsem distill`, `ddsem sets import`, ...)"
+
+
 def open_db(
     db: str | os.PathLike | None = None, *, create: bool = True, readonly: bool = False
 ) -> Database:
@@ -371,7 +374,7 @@ def open_db(
     writable = path is None or (_writable(path) if path.exists() else _dir_writable(path))
     if path is not None and not exists:
         if not create or readonly:
-            raise UserError(f"no ddsem database at {url_text}")
+            raise UserError(f"no ddsem database at {where}{CREATED_BY}")
         if not writable:
             raise UserError(f"cannot create the database {path}: its folder is read-only")
 
@@ -402,7 +405,7 @@ def open_db(
             _state(engine)
         )  # fmt: skip
         if kind == "new" and not create:
-            raise UserError(f"no ddsem database at {url_text}")
+            raise UserError(f"no ddsem database at {where}{CREATED_BY}")
         _refuse(kind, version, problems, where)
         need = _needs_write(engine, kind, version)
         if need == "tables" and not writable:

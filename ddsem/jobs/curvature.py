@@ -443,6 +443,7 @@ def run(ws: Workspace, request: CurvatureRequest) -> CurvatureResult:
 
     p = plan(ws, request)
     db = ws.db
+    db.require_writable()
     info = open_curvature_run(db, p.config, p.sources)  # drops the points of changed sources
     missing = _missing(
         stored_points(db, info.id), p.source_names, p.checkpoints, request.density_at

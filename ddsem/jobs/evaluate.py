@@ -152,6 +152,8 @@ def run(ws: Workspace, request: EvaluateRequest) -> EvaluateResult:
     p = plan(ws, request)
     s, d = p.summary, p.data
     todo = p.missing
+    if todo:
+        ws.db.require_writable()  # one line now, not after the training
     results = {(u.arch, u.protocol): u.stored for u in p.units if u.stored is not None}
     images, labels = torch.from_numpy(p.images), torch.from_numpy(p.labels)
     test_x, test_y = normalize(d.test_x[p.test_idx]), torch.from_numpy(d.test_y[p.test_idx])

@@ -121,6 +121,7 @@ def run(ws: Workspace, request: ExpertsRequest) -> ExpertsResult:
     cfg = p.cfg
     if not p.todo:
         return ExpertsResult(p.key, cfg.num_experts, cfg.epochs, len(p.have), (), ())
+    ws.db.require_writable()  # one line now, not after the first expert's training
     import torch
 
     from ddsem.data import normalize, stratified_indices

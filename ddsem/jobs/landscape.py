@@ -169,6 +169,7 @@ def run(ws: Workspace, request: LandscapeRequest) -> LandscapeResult:
 
     p = plan(ws, request)
     stored = p.stored
+    ws.db.require_writable()  # the figure's path is stored even when the grid is
     if stored is None:
         record, grid_losses = _compute(ws, request, p.inputs)
         analysis_id = save_landscape(ws.db, p.params, record, grid_losses, None)
