@@ -72,6 +72,12 @@ def distill(
         help="Any other field of the method's config, KEY=VALUE (repeatable), "
         "e.g. --param syn_steps=10; see DMConfig/GMConfig/TMConfig/BPTTConfig in ddsem.config.",
     ),
+    zca: bool = typer.Option(
+        None,
+        "--zca/--no-zca",
+        help="TM: distil in ZCA space (MTT's --zca) [default: as MTT's published runs, "
+        "CIFAR-10 at ipc 1 and 10].",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the stored set as JSON."),
 ) -> None:
     """Distil with one method; the result is stored as a distilled set with its provenance.
@@ -84,7 +90,7 @@ def distill(
         method, ipc=ipc, dataset=dataset, iterations=iterations, init=init, seed=common.seed(),
         name=name, width=width, depth=depth, lr_img=lr_img, batch_real=batch_real,
         real_limit=real_limit, checkpoint_every=checkpoint_every, stop_after=stop_after,
-        resume=resume, overwrite=overwrite, params=distill_job.parse_params(param),
+        resume=resume, overwrite=overwrite, params=distill_job.parse_params(param), zca=zca,
     )  # fmt: skip
     request = replace(request, data=common.data_source(data, dataset))
     result = distill_job.run(common.workspace(quiet=as_json), request)
@@ -131,12 +137,18 @@ def experts(
     test_limit: int = typer.Option(
         None, "--test-limit", help="Test images for each expert's final accuracy [default: all]."
     ),
+    zca: bool = typer.Option(
+        None,
+        "--zca/--no-zca",
+        help="Train on ZCA-whitened images (MTT buffer.py --zca) [default: on for CIFAR-10, "
+        "for TM's ZCA runs at ipc 1 and 10].",
+    ),
 ) -> None:
     """Train expert trajectories for TM (parameters after every epoch); re-runs add missing ones."""
     given = {"num_experts": num_experts, "epochs": epochs, "lr": lr, "batch_size": batch_size}
     request = experts_job.ExpertsRequest(
         width=width, depth=depth, dataset=dataset, real_limit=real_limit, test_limit=test_limit,
-        seed=common.seed(), **{k: v for k, v in given.items() if v is not None},
+        seed=common.seed(), zca=zca, **{k: v for k, v in given.items() if v is not None},
     )  # fmt: skip
     request = replace(request, data=common.data_source(data, dataset))
     result = experts_job.run(common.workspace(), request)

@@ -33,16 +33,36 @@ def import_set(
         "cifar10", "--dataset", help="cifar10 or cifar100 (sets the class range)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a set of the same name."),
+    zca: bool = typer.Option(
+        None,
+        "--zca/--no-zca",
+        help="The images are (not) in ZCA space, as MTT's images_*.pt of a --zca run "
+        "[default: what the file says, else for MTT files a test of their scale].",
+    ),
+    data: str = typer.Option(
+        None,
+        "--data",
+        help="The data set's training images, to fit its ZCA transform (once; stored) "
+        "[default: $DDSEM_DATA].",
+    ),
 ) -> None:
-    """Import someone's distilled set (loaded with torch.load(weights_only=True) only)."""
+    """Import someone's distilled set (loaded with torch.load(weights_only=True) only).
+
+    A set in ZCA space is stored as it is, with the ZCA transform of the data set's training
+    split (kornia's ZCAWhitening, eps 0.1, as MTT), which every command then applies to the real
+    images and inverts for display and export."""
     from ddsem.jobs import sets as job
 
-    request = job.ImportRequest(path, method, name, fmt, exp, labels, lr, dataset, overwrite)
+    request = job.ImportRequest(
+        path, method, name, fmt, exp, labels, lr, dataset, overwrite, zca,
+        common.data_source(data, dataset) if data else None,
+    )  # fmt: skip
     result = job.import_set(common.workspace(), request)
     s = result.summary
+    space = f"; ZCA space ({result.space_reason})" if result.space == "zca" else ""
     common.echo(
         f"imported {s.num_images} images ({s.ipc} per class, {result.fmt} format) "
-        f"as set {s.name!r} (method {s.method})"
+        f"as set {s.name!r} (method {s.method}){space}"
     )
 
 
@@ -88,6 +108,11 @@ def show(
     common.echo(
         f"normalised pixels: min {d.pixel_min:.3f}  max {d.pixel_max:.3f}  mean {d.pixel_mean:.3f}"
     )
+    if s.zca is not None:
+        common.echo(
+            f"stored in ZCA space (eps {s.zca['eps']:g}, transform {s.zca['transform_id']}); "
+            "the pixels above are inverse-transformed"
+        )
     if s.synthetic_lr is not None:
         common.echo(f"learned synthetic learning rate: {s.synthetic_lr:g}")
     for k, v in s.provenance.items():
@@ -105,6 +130,12 @@ def export(
         "--force",
         help="Replace an existing --out or --png file (never the database or its -wal/-shm).",
     ),
+    space: str = typer.Option(
+        "normalised",
+        "--space",
+        help="A ZCA set's images in the .pt: normalised (inverse-transformed) or zca (as "
+        "stored; `sets import` reads it back exactly).",
+    ),
 ) -> None:
     """Write the set in the paper's dict format and as a PNG grid (clipped only for display).
 
@@ -112,7 +143,7 @@ def export(
     files are refused always. Both files are written whole or not at all."""
     from ddsem.jobs import sets as job
 
-    request = job.SetExportRequest(out, name, method, png, force)
+    request = job.SetExportRequest(out, name, method, png, force, space)
     result = job.export(common.workspace(), request)
     common.echo(f"wrote {result.out} and {result.png}")
 

@@ -63,8 +63,37 @@ class DistilledSet(SQLModel, table=True):
     created_at: datetime = Field(default_factory=now)
 
 
+class ZCATransform(SQLModel, table=True):
+    """A fitted ZCA whitening (``ddsem.data.zca``: kornia's ZCAWhitening, MTT's --zca) of a data
+    set's training split: kornia's mean vector, transform and inverse as float32 ``.npy`` blobs.
+    Keyed by the data set, eps and a hash of the training pixels it was fitted on, so it is
+    fitted once and every set and job in that space applies the same one."""
+
+    __table_args__ = (UniqueConstraint("dataset", "eps", "fingerprint"),)
+    id: int | None = Field(default=None, primary_key=True)
+    dataset: str = Field(index=True)
+    eps: float
+    fingerprint: str  # ddsem.data.zca.fingerprint of the training pixels
+    num_images: int
+    fitted_on: str  # what and how: split, pixel space, kornia version
+    mean: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # (1, D)
+    transform: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # (D, D)
+    inverse: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # (D, D)
+    created_at: datetime = Field(default_factory=now)
+
+
+class SetSpace(SQLModel, table=True):
+    """A distilled set whose images are in ZCA space (MTT's --zca): its transform. A set
+    without a row here is in the normalised space. (A table, not a DistilledSet column, so
+    databases of schema 2 gain it on open without a migration.)"""
+
+    set_id: int = Field(foreign_key="distilledset.id", primary_key=True, ondelete="CASCADE")
+    zca_id: int = Field(foreign_key="zcatransform.id", index=True)
+
+
 class DistilledImage(SQLModel, table=True):
-    """One distilled image: float32 tensor in normalised space (values kept unclipped)."""
+    """One distilled image: float32 tensor in the set's space (normalised, or ZCA when the set
+    has a SetSpace row), values kept unclipped; the PNG is always in pixels."""
 
     __table_args__ = (UniqueConstraint("set_id", "index"),)
     id: int | None = Field(default=None, primary_key=True)

@@ -2,7 +2,10 @@
 
 - ``paper``: the analysis paper's dict {"data": N x 3 x 32 x 32 float (normalised), "label": N}
 - ``dc``: DatasetCondensation's ``res_*.pt``: {"data": [[images, labels], ...], ...}; ``exp`` picks one
-- ``mtt``: MTT's ``images_best.pt`` (+ ``labels_best.pt``, optional ``lr_best.pt``)
+- ``mtt``: MTT's ``images_best.pt`` (+ ``labels_best.pt``, optional ``lr_best.pt``). A run with
+  ``--zca`` saves ``images_*.pt`` in ZCA space (the tensor it trains on) and ``images_zca_*.pt``
+  as ``zca_trans.inverse_transform`` of it: [0, 1] pixels, not normalised (MTT distill.py);
+  ``space`` says which the file name tells, and ``ddsem.jobs.sets`` decides the rest
 - ``npz``: arrays ``images`` (N x C x H x W or N x H x W x C; uint8 pixels are normalised,
   float arrays are taken as already normalised) and ``labels``
 
@@ -33,6 +36,10 @@ class LoadedSet:
     synthetic_lr: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     source: str = ""  # the file, named in validate's errors
+    # What the file says of its images' space: None (nothing: normalised, or MTT's images_*.pt,
+    # which is ZCA space after a --zca run), "normalised", "zca" (a ddsem export's "space"
+    # key) or "pixels" (MTT's images_zca_*.pt: [0, 1] pixels of a --zca run)
+    space: str | None = None
 
 
 def _printable(text: str) -> str:
@@ -204,7 +211,15 @@ def _load(
         raise UserError(f"{path}: DC format needs 'data' as a list of [images, labels]")
     if "label" not in obj:
         raise UserError(f"{path}: paper format needs a 'label' entry next to 'data'")
-    return LoadedSet(_images(_np(data, "images")), _labels(_np(obj["label"], "labels")), "paper")
+    space = obj.get("space")
+    if space is not None and space not in ("normalised", "zca"):
+        raise UserError(f"{path}: 'space' must be 'normalised' or 'zca', got {str(space)[:40]!r}")
+    loaded = LoadedSet(
+        _images(_np(data, "images")), _labels(_np(obj["label"], "labels")), "paper", space=space
+    )
+    if space == "zca" and "zca_eps" in obj:
+        loaded.extra["zca_eps"] = float(_np(obj["zca_eps"], "zca_eps").reshape(()))
+    return loaded
 
 
 def _from_dc(obj: dict, exp: int, path: Path) -> LoadedSet:
@@ -226,24 +241,50 @@ def _from_dc(obj: dict, exp: int, path: Path) -> LoadedSet:
     )
 
 
+def _tag(path: Path, prefix: str) -> str | None:
+    """The run point of an MTT file: "best" of images_best.pt / images_zca_best.pt, "500" of
+    labels_500.pt; None for a name not of that form."""
+    name = path.name
+    if not (name.startswith(prefix) and name.endswith(".pt")):
+        return None
+    tag = name[len(prefix) : -3]
+    return tag.removeprefix("zca_") if prefix == "images_" else tag
+
+
+def _same_point(images: Path, other: Path, prefix: str, what: str) -> None:
+    """MTT saves images, labels and lr of one point as images_X.pt, labels_X.pt, lr_X.pt:
+    files of two points are refused (their labels or lr belong to other images)."""
+    mine, theirs = _tag(images, "images_"), _tag(other, prefix)
+    if mine is not None and theirs is not None and mine != theirs:
+        raise UserError(
+            f"{images.name} and {other.name} are from different points of an MTT run "
+            f"({mine!r} and {theirs!r}): give the {what} file {prefix}{mine}.pt"
+        )
+
+
 def _load_mtt(path: Path, labels_path: str | Path | None, lr_path: str | Path | None) -> LoadedSet:
     images = _images(_np(safe_torch_load(path), "images"))
+    space = "pixels" if path.name.startswith("images_zca_") else None
     if labels_path is None:
-        guess = path.with_name(path.name.replace("images_", "labels_"))
+        tag = _tag(path, "images_")
+        guess = path.with_name(f"labels_{tag}.pt" if tag is not None else path.name)
         if guess == path or not guess.is_file():
             raise UserError(f"{path}: MTT images need their labels file (--labels labels_best.pt)")
         labels_path = guess
     labels_path = Path(labels_path).expanduser()
+    _same_point(path, labels_path, "labels_", "labels")
     try:
         labels = _labels(_np(safe_torch_load(labels_path), "labels"))
     except UserError as e:
         raise UserError(e if str(labels_path) in str(e) else f"{labels_path}: {e}") from None
     lr = None
     if lr_path is None:
-        guess = path.with_name(path.name.replace("images_", "lr_"))
+        tag = _tag(path, "images_")
+        guess = path.with_name(f"lr_{tag}.pt") if tag is not None else path
         lr_path = guess if guess != path and guess.is_file() else None
     if lr_path is not None:
         lr_path = Path(lr_path).expanduser()
+        _same_point(path, lr_path, "lr_", "learning-rate")
         try:
             lr_val = _np(safe_torch_load(lr_path), "the learning rate")
         except UserError as e:
@@ -253,7 +294,7 @@ def _load_mtt(path: Path, labels_path: str | Path | None, lr_path: str | Path | 
         lr = float(lr_val.reshape(()))
         if not (np.isfinite(lr) and lr > 0):
             raise UserError(f"{lr_path}: the synthetic learning rate must be positive, got {lr}")
-    return LoadedSet(images, labels, "mtt", synthetic_lr=lr)
+    return LoadedSet(images, labels, "mtt", synthetic_lr=lr, space=space)
 
 
 def _load_npz(path: Path) -> LoadedSet:
@@ -345,11 +386,15 @@ def _validate(loaded: LoadedSet, num_classes: int, channels: int, size: int) -> 
     return loaded
 
 
-def export_paper(path: str | Path, images: np.ndarray, labels: np.ndarray) -> None:
-    """Write the analysis paper's dict format (bit-exact float32 tensors)."""
+def export_paper(
+    path: str | Path, images: np.ndarray, labels: np.ndarray, extra: dict[str, Any] | None = None
+) -> None:
+    """Write the analysis paper's dict format (bit-exact float32 tensors); ``extra``: more plain
+    entries (ddsem writes "space", and "zca_eps" for a set in ZCA space)."""
     import torch
 
-    torch.save(
-        {"data": torch.from_numpy(np.ascontiguousarray(images)), "label": torch.from_numpy(labels)},
-        Path(path),
-    )
+    obj: dict[str, Any] = {
+        "data": torch.from_numpy(np.ascontiguousarray(images)),
+        "label": torch.from_numpy(labels),
+    }
+    torch.save({**obj, **(extra or {})}, Path(path))

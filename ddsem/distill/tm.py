@@ -16,16 +16,25 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from ddsem.config import TM_TABLE, ModelConfig, TMConfig
+from ddsem.config import TM_TABLE, TM_ZCA, ModelConfig, TMConfig
 from ddsem.distill import augment
 from ddsem.distill.common import Distiller, FlatModel, ImageSGD
 from ddsem.errors import UserError
 
 
-def resolve(cfg: TMConfig, ipc: int) -> TMConfig:
-    """Fill the fields left None from the MTT table entry at or below ipc."""
+def zca_default(dataset: str, ipc: int) -> bool:
+    """Whether MTT's published runs whiten at this ipc (CIFAR-10: ipc 1 and 10, TM_ZCA)."""
+    key = max((k for k in TM_ZCA if k <= ipc), default=min(TM_ZCA))
+    return dataset == "cifar10" and TM_ZCA[key][0]
+
+
+def resolve(cfg: TMConfig, ipc: int, zca: bool = False) -> TMConfig:
+    """Fill the fields left None from the MTT table entry at or below ipc (``zca``: the pixel
+    learning rate of a ZCA run, TM_ZCA's)."""
     key = max((k for k in TM_TABLE if k <= ipc), default=min(TM_TABLE))
-    table = TM_TABLE[key]
+    table = dict(TM_TABLE[key])
+    if zca:
+        table["lr_img"] = TM_ZCA[max((k for k in TM_ZCA if k <= ipc), default=min(TM_ZCA))][1]
     filled = {k: (table[k] if getattr(cfg, k) is None else getattr(cfg, k)) for k in table}
     filled["syn_steps"] = int(filled["syn_steps"])
     filled["expert_epochs"] = int(filled["expert_epochs"])

@@ -31,14 +31,26 @@ def check(condition: bool, message: str) -> None:
         raise UserError(message)
 
 
+# ours: no count, size or step of ddsem needs more (torch takes sizes as int64, numpy draws
+# as int32 in places); beyond it an option is a typo, and refusing it beats an overflow deep
+# inside torch. Floats are held to float32's range, where they end up (learning rates, images).
+INT_LIMIT = 2**31 - 1
+FLOAT_LIMIT = 3.4e38
+
+
 def _number(value: object, what: str) -> float | int:
-    """``value`` as a number, refused unless it is a real, finite one (not a bool, NaN or inf)."""
+    """``value`` as a number, refused unless it is a real, finite one (not a bool, NaN or inf)
+    within ``INT_LIMIT`` (integers) or ``FLOAT_LIMIT`` (floats) in magnitude."""
     if isinstance(value, bool) or not isinstance(value, Real):
         raise UserError(f"{what} must be a number, got {clip(repr(value))}")
     if isinstance(value, Integral):
-        return int(value)  # every integer is finite (and may be too large for a float)
+        if abs(int(value)) > INT_LIMIT:
+            raise UserError(f"{what} must be at most {INT_LIMIT} in size, got {clip(str(value))}")
+        return int(value)
     if not math.isfinite(float(value)):
         raise UserError(f"{what} must be a finite number, got {float(value)}")
+    if abs(float(value)) > FLOAT_LIMIT:
+        raise UserError(f"{what} must be at most {FLOAT_LIMIT:g} in size, got {float(value):g}")
     return float(value)
 
 
@@ -78,11 +90,16 @@ def in_range(
         raise UserError(f"{what} must lie in {bounds}, got {value}")
 
 
+MAX_WIDTH = 8192  # ours: 64x the papers' 128; a wider ConvNet does not fit one GPU
+
+
 def convnet_fits(width: int, depth: int, image_size: int = 32) -> None:
     """A ConvNet of ``depth`` blocks halves the image ``depth`` times: it needs
     ``image_size / 2**depth >= 1`` (depth 5 at most for 32x32 images), and width >= 1."""
     positive(width, "--width")
     positive(depth, "--depth")
+    if int(width) > MAX_WIDTH:
+        raise UserError(f"--width must be at most {MAX_WIDTH}, got {clip(str(width))}")
     deepest = max(int(image_size).bit_length() - 1, 0)  # floor(log2(image_size))
     if int(depth) > deepest:
         raise UserError(
@@ -108,6 +125,12 @@ def clip(text: str, limit: int = 80) -> str:
     """User text as echoed in a message: at most ``limit`` characters, cut with "..."."""
     text = str(text)
     return text if len(text) <= limit else text[: max(limit - 3, 1)] + "..."
+
+
+def not_empty(text: str | None, what: str) -> None:
+    """``text`` is None (not given) or has more than white space."""
+    if text is not None and not str(text).strip():
+        raise UserError(f"{what} is empty: give a name, or leave the option out")
 
 
 def one_of(value: str, allowed: tuple[str, ...] | list[str], what: str) -> str:
@@ -143,6 +166,9 @@ def load_data(source: DataSource, dataset: str = "cifar10") -> ImageData:
 def resolve_set(db: Database, set_name: str | None, method: str | None) -> SetSummary:
     """The set a request means: by name, else the newest of ``method``, else the only set."""
     from ddsem.db.sets import find_set, list_sets
+
+    not_empty(set_name, "--set")
+    not_empty(method, "--method")
 
     if set_name or method:
         return find_set(db, set_name, method)
@@ -189,3 +215,68 @@ def config_diff(old: dict[str, Any], new: dict[str, Any], limit: int | None = 4)
     if limit is not None and len(diffs) > limit:
         return ", ".join(diffs[:limit]) + ", ..."
     return ", ".join(diffs)
+
+
+# -- ZCA space (MTT's --zca) ------------------------------------------------------------------------
+
+
+def fit_zca(
+    db: Database,
+    data: ImageData,
+    *,
+    eps: float | None = None,
+    device: Any = None,
+    note: Any = None,
+) -> Any:
+    """The ZCA transform of ``data``'s training split (``ddsem.db.sets.ZCAArrays``): the stored
+    one fitted on exactly these pixels with ``eps``, else fitted now with kornia (MTT's
+    ``ZCAWhitening(eps=0.1, compute_inv=True)`` on [0, 1] pixels) and stored. ``note``: a
+    callable told before a fit (it takes minutes on a CPU)."""
+    from ddsem.data import zca as Z
+    from ddsem.db.sets import add_zca, find_zca
+
+    eps = Z.EPS if eps is None else float(eps)
+    key = Z.fingerprint(data.train_x)
+    stored = find_zca(db, data.name, eps, key)
+    if stored is not None:
+        return stored
+    db.require_writable()
+    if note is not None:
+        note(
+            f"fitting ZCA (eps {eps:g}) on {len(data.train_x)} {data.name} training images "
+            "(once; stored for every later command)"
+        )
+    import kornia
+
+    fitted = Z.fit(data.train_x, eps, device=device)
+    return add_zca(
+        db, data.name, eps, key, len(data.train_x),
+        f"{Z.FITTED_ON}; kornia {kornia.__version__}", fitted.arrays(),
+    )  # fmt: skip
+
+
+def zca_compute(arrays: Any) -> Any:
+    """A stored transform (``ZCAArrays``) as the compute object ``ddsem.data.zca.ZCA``."""
+    from ddsem.data.zca import ZCA
+
+    d = arrays.mean.size
+    side = int(round((d / 3) ** 0.5))
+    return ZCA(arrays.mean, arrays.transform, arrays.inverse, arrays.eps, (3, side, side))
+
+
+def real_space(db: Database, summary: SetSummary) -> Any:
+    """The transform every job that trains on this set must apply to the real images it sees:
+    a ``ddsem.data.zca.ZCA`` for a set in ZCA space, None for a normalised set. Call it once
+    per set and pass the real images through ``whiten``."""
+    if summary.zca is None:
+        return None
+    from ddsem.db.sets import set_zca
+
+    arrays = set_zca(db, summary.id)
+    return None if arrays is None else zca_compute(arrays)
+
+
+def whiten(zca: Any, x: Any) -> Any:
+    """A normalised N x C x H x W tensor in the set's space: ``zca.forward(x)``, or ``x`` itself
+    when ``zca`` is None (a normalised set)."""
+    return x if zca is None else zca.forward(x)

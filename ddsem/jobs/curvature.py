@@ -11,6 +11,7 @@ tensors, a distilled set's tensors checked against the model, the figure folder.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,9 @@ from ddsem.jobs.common import (
     convnet_fits,
     finite,
     load_data,
+    real_space,
     seed_number,
+    whiten,
 )
 
 if TYPE_CHECKING:
@@ -296,7 +299,16 @@ def plan(ws: Workspace, request: CurvatureRequest) -> CurvaturePlan:
     model_cfg, cfg = req.model, req.config
     sets = _find_sets(db, req.methods, req.set_names)
     tensors = {s.name: distilled_tensors(db, s, model_cfg) for s in sets}
+    spaces = {json.dumps(s.zca, sort_keys=True) for s in sets}
+    if len(spaces) > 1:
+        raise UserError(
+            "these sets live in different spaces (ZCA-whitened and normalised, or two ZCA "
+            "transforms); one curvature run trains one model on real images in one space: "
+            "measure them in separate runs"
+        )
     dataset, pool_x, pool_y = real_training_tensors(req.data, req.train_samples, req.seed)
+    zca = real_space(db, sets[0]) if sets else None
+    pool_x = whiten(zca, pool_x)  # the model learns the real images in the sets' space
     rows: list[dict[str, Any]] = [
         {"source": s.name, "kind": "distilled", "set_id": s.id, "method": s.method,
          "images": s.num_images}
@@ -332,6 +344,8 @@ def plan(ws: Workspace, request: CurvatureRequest) -> CurvaturePlan:
         "min_probes": cfg.min_probes,
         "probe_block": cfg.probe_block,
     }  # the real source's sample count lives in its source row: changing it redoes only "real"
+    if zca is not None:
+        config["zca"] = sets[0].zca  # a model trained in ZCA space is another run
     checkpoints = req.checkpoints
     stored: dict[tuple[str, int], bool] = {}
     from ddsem.db.curvature import find_curvature_run

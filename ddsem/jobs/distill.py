@@ -25,6 +25,7 @@ from ddsem.jobs.common import (
     convnet_fits,
     finite,
     load_data,
+    not_empty,
     positive,
     seed_number,
 )
@@ -95,6 +96,8 @@ def typed_params(params: Params | Mapping[str, Any], method: str) -> Params:
             finite(value, f"--param {key}")
             if value < 0:
                 raise UserError(f"--param {key} must not be negative, got {text}")
+            if isinstance(value, int) and value < 1:  # every integer field is a count
+                raise UserError(f"--param {key} must be at least 1, got {text}")
         out[key] = value
     return tuple(out.items())
 
@@ -126,6 +129,9 @@ class DistillRequest:
     resume: bool = False  # continue the unfinished run of the set
     overwrite: bool = False  # replace a stored set of that name and any unfinished run
     params: Params = ()
+    # TM in ZCA space (MTT's --zca)? None: as MTT's published runs (CIFAR-10 at ipc 1 and 10,
+    # config.TM_ZCA); True for another method is refused (ddsem whitens only for TM)
+    zca: bool | None = None
 
     def __post_init__(self) -> None:
         if self.method is None:
@@ -148,6 +154,7 @@ class DistillRequest:
         convnet_fits(self.width, self.depth)
         seed_number(self.seed)
         positive(self.lr_img, "--lr-img")
+        not_empty(self.name, "--name")
         fields = CONFIGS[method].__dataclass_fields__
         unknown = [k for k in self._options() if k not in fields]
         if unknown:
@@ -156,6 +163,22 @@ class DistillRequest:
         object.__setattr__(self, "params", typed_params(self.params, method))
         iterations = self.method_defaults().iterations
         check(iterations >= 1, f"iterations must be positive, got {iterations}")
+        check(
+            not (self.zca and method != "tm"),
+            f"--zca is for trajectory matching (MTT's --zca); {method} distils in the "
+            "normalised space and has no ZCA transform: leave --zca out",
+        )
+
+    @property
+    def uses_zca(self) -> bool:
+        """Whether the run distils in ZCA space (``zca``, else MTT's choice for the ipc)."""
+        if self.method != "tm":
+            return False
+        if self.zca is not None:
+            return bool(self.zca)
+        from ddsem.distill.tm import zca_default
+
+        return zca_default(self.dataset, self.ipc)
 
     def _options(self) -> dict[str, Any]:
         given = {
@@ -185,13 +208,21 @@ def method_config(request: DistillRequest) -> Any:
     if request.method == "tm":
         from ddsem.distill.tm import resolve
 
-        cfg = resolve(cfg, request.ipc)
+        cfg = resolve(cfg, request.ipc, request.uses_zca)
     if request.method == "gm":
         from ddsem.distill.gm import loops_for
 
         outer, inner = loops_for(request.ipc, cfg)
         cfg = replace(cfg, outer_loop=outer, inner_loop=inner)
     return cfg
+
+
+def zca_space_key(data: ImageData) -> dict[str, Any]:
+    """What names a ZCA space in stored keys (experts' pools, run configs): eps and the hash of
+    the training pixels the transform is fitted on (``ddsem.data.zca.fingerprint``)."""
+    from ddsem.data import zca as Z
+
+    return {"eps": Z.EPS, "fingerprint": Z.fingerprint(data.train_x)}
 
 
 def real_pool_indices(
@@ -254,21 +285,29 @@ def plan(ws: Workspace, request: DistillRequest) -> DistillPlan:
 
     db = ws.db
     expert_pool, need = None, None
+    zca_key = zca_space_key(data) if r.uses_zca else None
+    if zca_key is not None:
+        run_config["zca"] = zca_key  # only when on: runs started before ZCA still resume
     if r.method == "tm":
         from ddsem.distill.tm import epochs_needed
 
         pools = store.expert_pools(
-            db, {"dataset": r.dataset, "real_limit": r.real_limit, "model": to_dict(model_cfg)}
-        )
+            db,
+            {"dataset": r.dataset, "real_limit": r.real_limit, "model": to_dict(model_cfg),
+             "zca": zca_key},
+        )  # fmt: skip
         limit_flag = f" --real-limit {r.real_limit}" if r.real_limit else ""
+        zca_flag = " --zca" if zca_key is not None else " --no-zca"
         make = (
             f"ddsem distill experts --width {r.width} --depth {r.depth} "
-            f"--dataset {r.dataset}{limit_flag}"
+            f"--dataset {r.dataset}{limit_flag}{zca_flag}"
         )
+        space = "ZCA-whitened" if zca_key is not None else "normalised (not ZCA)"
         if not pools:
             raise UserError(
                 f"trajectory matching needs expert trajectories for a width-{r.width} depth-"
-                f"{r.depth} ConvNet on {r.dataset}; make them first with `{make}`"
+                f"{r.depth} ConvNet on {space} {r.dataset}; make them first with `{make}`"
+                + ("" if r.zca is not None else " (or choose the space with --zca/--no-zca)")
             )
         expert_pool = pools[0]
         need = epochs_needed(cfg)
@@ -370,6 +409,15 @@ def _distill(ws: Workspace, request: DistillRequest, p: DistillPlan) -> DistillR
     real = RealData(p.data.train_x[p.pool], pool_y, p.data.num_classes, device)
     generator = torch.Generator().manual_seed(r.seed)
     start = initial_set(real, r.ipc, r.init, generator)
+    zca_info = None
+    if r.uses_zca:  # MTT --zca: the real images (and so a real initialisation) are whitened
+        from ddsem.jobs.common import fit_zca, zca_compute
+
+        arrays = fit_zca(db, p.data, device=device, note=ws.progress.note)
+        zca_info = arrays.info()
+        if r.init == "real":
+            with torch.no_grad():
+                start.images = zca_compute(arrays).forward(start.images)
     experts = None
     if p.expert_pool is not None:
         loaded = store.load_experts(db, p.expert_pool.key, p.expert_epochs)
@@ -427,6 +475,8 @@ def _distill(ws: Workspace, request: DistillRequest, p: DistillPlan) -> DistillR
     }
     if p.expert_pool is not None:
         provenance["experts"] = p.run_config["experts"]
+    if zca_info is not None:  # add_distilled_set links the set to this transform
+        provenance["zca"] = zca_info
     result.summary = store.finish_distill_run(
         db, run_info.id, name=name, method=r.method,
         images=distiller.images.detach().cpu().numpy(), labels=distiller.labels.cpu().numpy(),

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ddsem.config import ExpertConfig, ModelConfig
 from ddsem.jobs.common import DataSource, convnet_fits, positive, seed_number
-from ddsem.jobs.distill import positive_number, real_pool_indices
+from ddsem.jobs.distill import positive_number, real_pool_indices, zca_space_key
 
 if TYPE_CHECKING:
     import numpy as np
@@ -34,6 +34,13 @@ class ExpertsRequest:
     batch_size: int = ExpertConfig.batch_size
     test_limit: int | None = None  # test images for each expert's final accuracy (None: all)
     seed: int = 0  # expert i starts from seed * 100003 + i
+    # Train on ZCA-whitened images (MTT buffer.py --zca)? None: on CIFAR-10, for the ZCA TM
+    # runs of MTT's ipc 1 and 10 (config.TM_ZCA); off elsewhere
+    zca: bool | None = None
+
+    @property
+    def uses_zca(self) -> bool:
+        return self.dataset == "cifar10" if self.zca is None else bool(self.zca)
 
     def __post_init__(self) -> None:
         for value, what in (
@@ -85,6 +92,8 @@ def plan(ws: Workspace, request: ExpertsRequest) -> ExpertsPlan:
         "dataset": r.dataset, "real_limit": r.real_limit, "model": to_dict(model_cfg),
         "training": training,
     }  # fmt: skip
+    if r.uses_zca:  # only when on: pools made before ZCA keep their key
+        pool_params["zca"] = zca_space_key(data)
     key = config_hash(pool_params)
     have = store.expert_indices(ws.db, key)
     todo = tuple(i for i in range(cfg.num_experts) if i not in have)
@@ -127,13 +136,17 @@ def run(ws: Workspace, request: ExpertsRequest) -> ExpertsResult:
     from ddsem.data import normalize, stratified_indices
     from ddsem.db import distill as store
     from ddsem.distill.experts import train_expert
+    from ddsem.jobs.common import fit_zca, whiten, zca_compute
 
     device = ws.torch_device()
     d = p.data
-    x = normalize(d.train_x[p.pool])
+    zca = None
+    if "zca" in p.pool_params:  # MTT buffer.py --zca: train and test images whitened
+        zca = zca_compute(fit_zca(ws.db, d, device=device, note=ws.progress.note))
+    x = whiten(zca, normalize(d.train_x[p.pool]))
     y = torch.from_numpy(d.train_y[p.pool])
     test_idx = stratified_indices(d.test_y, request.test_limit, 0)
-    test = (normalize(d.test_x[test_idx]), torch.from_numpy(d.test_y[test_idx]))
+    test = (whiten(zca, normalize(d.test_x[test_idx])), torch.from_numpy(d.test_y[test_idx]))
     trained: list[int] = []
     accuracies: list[float | None] = []
     total = len(p.todo) * cfg.epochs

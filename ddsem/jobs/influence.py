@@ -23,10 +23,13 @@ from ddsem.jobs.common import (
     convnet_fits,
     in_range,
     load_data,
+    not_empty,
     positive,
+    real_space,
     resolve_set,
     seed_number,
     unique_ints,
+    whiten,
 )
 
 if TYPE_CHECKING:
@@ -96,6 +99,8 @@ class InfluenceRequest:
             positive(value, name)
         convnet_fits(self.width, self.depth)
         positive(self.lr, "--lr")
+        not_empty(self.set_name, "--set")
+        not_empty(self.method, "--method")
         in_range(self.momentum, 0.0, 1.0, "--momentum", high_open=True)
         check(
             self.chunk >= 0,
@@ -112,10 +117,11 @@ class SetInputs:
     """The distilled set of a job and the real data it is measured on, validated for LOO."""
 
     set: SetSummary
-    images: np.ndarray  # (N, C, H, W) float32, normalised
+    images: np.ndarray  # (N, C, H, W) float32, in the set's space (normalised or ZCA)
     labels: np.ndarray  # (N,) int64
     data: ImageData
     shape: tuple[int, int, int]
+    zca: Any = None  # the set's ZCA transform (jobs.common.real_space): real images get it too
 
 
 def load_inputs(
@@ -146,7 +152,10 @@ def load_inputs(
             f"set {summary.name!r} has images of shape {list(shape)} but {summary.dataset}'s are "
             f"{list(real_shape)}"
         )
-    return SetInputs(summary, images.astype("float32"), labels.astype("int64"), real, shape)
+    return SetInputs(
+        summary, images.astype("float32"), labels.astype("int64"), real, shape,
+        real_space(db, summary),
+    )  # fmt: skip
 
 
 # -- how a run's models train -----------------------------------------------------------------------
@@ -187,7 +196,7 @@ def population(inputs: SetInputs, training: Training) -> Population:
 
     real_x = real_y = None
     if training.real_indices is not None:
-        real_x = normalize(inputs.data.train_x[training.real_indices])
+        real_x = whiten(inputs.zca, normalize(inputs.data.train_x[training.real_indices]))
         real_y = torch.from_numpy(inputs.data.train_y[training.real_indices].astype("int64"))
     return build_population(
         torch.from_numpy(inputs.images),
@@ -199,13 +208,13 @@ def population(inputs: SetInputs, training: Training) -> Population:
 
 
 def evaluation_set(inputs: SetInputs, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """The normalised test images of ``indices`` and their labels."""
+    """The test images of ``indices`` in the set's space (normalised, or ZCA) and their labels."""
     import torch
 
     from ddsem.data import normalize
 
     return (
-        normalize(inputs.data.test_x[indices]),
+        whiten(inputs.zca, normalize(inputs.data.test_x[indices])),
         torch.from_numpy(inputs.data.test_y[indices].astype("int64")),
     )
 

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ddsem.config import LandscapeConfig, ModelConfig
-from ddsem.jobs.common import DataSource, at_least, check, resolve_set, seed_number
+from ddsem.jobs.common import (
+    DataSource,
+    at_least,
+    check,
+    real_space,
+    resolve_set,
+    seed_number,
+    whiten,
+)
 from ddsem.jobs.curvature import (
     OUT,
     distilled_tensors,
@@ -32,6 +40,7 @@ MODEL = ModelConfig()
 # ours: more room than this many spans of the three points leaves them in a corner of the plot,
 # and far enough out (1e300) the losses overflow
 MAX_MARGIN = 100.0
+MAX_GRID = 1001  # ours: a million points of two losses each; the paper's figure has 21 a side
 
 __all__ = ["LandscapePlan", "LandscapeRequest", "LandscapeResult", "plan", "preflight", "run"]
 
@@ -53,6 +62,7 @@ class LandscapeRequest:
 
     def __post_init__(self) -> None:
         at_least(self.grid, 2, "--grid")
+        check(self.grid <= MAX_GRID, f"--grid must be at most {MAX_GRID}, got {self.grid}")
         at_least(self.margin, 0, "--margin")
         check(
             self.margin <= MAX_MARGIN,
@@ -87,6 +97,7 @@ class _Inputs:
     dataset: Any  # ImageData
     real: tuple[Any, Any]  # the real training (images, labels)
     distilled: tuple[Any, Any]
+    zca: Any = None  # the set's ZCA transform (jobs.common.real_space), or None
 
 
 @dataclass
@@ -118,6 +129,8 @@ def plan(ws: Workspace, request: LandscapeRequest) -> LandscapePlan:
     summary = resolve_set(ws.db, req.set_name, req.method)
     distilled = distilled_tensors(ws.db, summary, req.model)
     dataset, real_x, real_y = real_training_tensors(req.data, req.train_samples, req.seed)
+    zca = real_space(ws.db, summary)  # a ZCA set: the real images are whitened the same way
+    real_x = whiten(zca, real_x)
     params = {
         "model": to_dict(req.model),
         "landscape": to_dict(req.config),
@@ -128,8 +141,11 @@ def plan(ws: Workspace, request: LandscapeRequest) -> LandscapePlan:
         "train_samples": req.train_samples,
         "seed": req.seed,
     }
+    if zca is not None:
+        params["zca"] = summary.zca
     stored = find_landscape(ws.db, params)
-    return LandscapePlan(summary, params, stored, _Inputs(dataset, (real_x, real_y), distilled))
+    inputs = _Inputs(dataset, (real_x, real_y), distilled, zca)
+    return LandscapePlan(summary, params, stored, inputs)
 
 
 @dataclass
@@ -191,7 +207,7 @@ def _compute(ws: Workspace, req: LandscapeRequest, inputs: _Inputs):
     cfg, dataset = req.config, inputs.dataset
     pick = stratified_indices(dataset.test_y, req.test_samples, req.seed)
     test = (
-        normalize(dataset.test_x[pick]),
+        whiten(inputs.zca, normalize(dataset.test_x[pick])),
         torch.from_numpy(dataset.test_y[pick].astype("int64")),
     )
     total = landscape_steps(len(inputs.real[1]), cfg) + cfg.distilled_steps + cfg.grid

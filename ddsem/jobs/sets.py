@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ddsem.errors import UserError
-from ddsem.jobs.common import check
+from ddsem.jobs.common import DataSource, check, clip, fit_zca, load_data, zca_compute
 
 if TYPE_CHECKING:
-    from ddsem.db.sets import SetSummary
+    from ddsem.db.sets import SetSummary, ZCAArrays
+    from ddsem.distill.formats import LoadedSet
     from ddsem.jobs.workspace import Workspace
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
@@ -53,6 +54,12 @@ class ImportRequest:
     lr: str | None = None  # MTT: lr_best.pt, the learned synthetic learning rate
     dataset: str = "cifar10"
     overwrite: bool = False
+    # Are the images in ZCA space (MTT's --zca)? None: what the file says (a ddsem export's
+    # "space", MTT's images_zca_*.pt), else for an MTT images_*.pt a test of their scale
+    # (guess_space), else normalised. ZCA needs the data set's transform: ``data`` to fit it
+    # (once; stored), or one stored already.
+    zca: bool | None = None
+    data: DataSource = None
 
     def __post_init__(self) -> None:
         check(
@@ -65,6 +72,11 @@ class ImportRequest:
         )
         check(self.exp >= 0, f"--exp must be 0 or more, got {self.exp}")
         check(str(self.path).strip() != "", "the file to import is empty: give a .pt or .npz")
+        for given, what in ((self.labels, "--labels"), (self.lr, "--lr")):
+            check(
+                given is None or Path(given).expanduser().is_file(),
+                f"{what} {clip(str(given))}: no such file",
+            )
         method = str(self.method).strip().lower()
         check(method != "", "--method must name the distillation method (bptt, dm, gm, tm, ...)")
         check(method.isprintable(), f"--method {_shown(self.method)} holds control characters")
@@ -86,14 +98,94 @@ class ImportRequest:
 class ImportResult:
     summary: SetSummary
     fmt: str  # the format the file was read as
+    space: str = "normalised"  # the stored set's space: normalised | zca
+    space_reason: str = ""  # how that was decided (the file, --zca, the scale test)
 
     def as_json(self) -> dict[str, Any]:
-        return {**self.summary.as_json(), "format": self.fmt}
+        return {
+            **self.summary.as_json(), "format": self.fmt, "space": self.space,
+            "space_reason": self.space_reason,
+        }  # fmt: skip
+
+
+def _transform(ws: Workspace, request: ImportRequest, why: str) -> ZCAArrays:
+    """The data set's ZCA transform: fitted on ``request.data`` (found or fitted and stored),
+    else the one stored for the data set when there is exactly one."""
+    from ddsem.data import DataNotFound
+    from ddsem.data.zca import EPS
+    from ddsem.db.sets import list_zca
+
+    if request.data is None:
+        stored = list_zca(ws.db, request.dataset, EPS)
+        if len(stored) == 1:
+            return stored[0]
+    try:
+        data = load_data(request.data, request.dataset)
+    except DataNotFound:
+        raise UserError(
+            f"{why} needs the ZCA transform of {request.dataset}'s training split, and none is "
+            f"stored: pass --data PATH (the training images; it is fitted once and stored)"
+        ) from None
+    return fit_zca(ws.db, data, device=ws.torch_device(), note=ws.progress.note)
+
+
+def _space(ws: Workspace, request: ImportRequest, loaded: LoadedSet) -> tuple[Any, str, str]:
+    """(the transform or None, the stored space, why) for a loaded file; MTT's images_zca_*.pt
+    pixels become normalised images (and then ZCA space with the transform)."""
+    import numpy as np
+
+    from ddsem.data import MEAN, STD
+
+    name = Path(loaded.source).name
+    if loaded.space == "pixels":  # MTT's images_zca_*.pt: inverse_transform output, [0, 1]
+        loaded.images = (loaded.images - np.asarray(MEAN, np.float32)[:, None, None]) / np.asarray(
+            STD, np.float32
+        )[:, None, None]
+    if request.zca is False:
+        return None, "normalised", "--no-zca"
+    if request.zca is True:
+        return _transform(ws, request, "--zca"), "zca", "--zca"
+    if loaded.space == "zca":
+        return _transform(ws, request, f"{name} (a ZCA-space export)"), "zca", "the file's 'space'"
+    if loaded.space == "pixels":
+        why = f"{name} is MTT's inverse of a --zca run"
+        return _transform(ws, request, why), "zca", why
+    if loaded.fmt != "mtt" or loaded.space == "normalised":
+        return None, "normalised", f"{loaded.fmt} files hold normalised images"
+    # MTT's images_*.pt: ZCA space after a --zca run, normalised otherwise; the file cannot say
+    from ddsem.data import normalize, stratified_indices
+    from ddsem.data.zca import guess_space
+
+    option = "pass --zca (a --zca run) or --no-zca"
+    try:  # the test needs the training images (and their transform)
+        data = load_data(request.data, request.dataset)
+        arrays = _transform(ws, request, f"telling whether {name} is in ZCA space")
+    except UserError:
+        why = (
+            f"{name} stored as normalised images, untested: no {request.dataset} training "
+            "images to tell ZCA space by (if it is from a --zca run, import it again with "
+            "--zca --data PATH --overwrite)"
+        )
+        ws.progress.note(why)
+        return None, "normalised", why
+    zca = zca_compute(arrays)
+    sample = normalize(data.train_x[stratified_indices(data.train_y, 2000, 0)]).numpy()
+    guess = guess_space(loaded.images, zca, sample)
+    scale = (
+        f"pixel RMS {guess.rms:.3g}; real images: {guess.rms_normalised:.3g} normalised, "
+        f"{guess.rms_zca:.3g} ZCA-whitened"
+    )
+    if guess.verdict == "unsure":
+        raise UserError(f"cannot tell whether {name} is in ZCA space ({scale}): {option}")
+    if guess.verdict == "zca":
+        return arrays, "zca", f"its scale looks ZCA-whitened ({scale})"
+    return None, "normalised", f"its scale looks normalised ({scale})"
 
 
 def import_set(ws: Workspace, request: ImportRequest) -> ImportResult:
     """Import someone's distilled set (read with torch.load(weights_only=True) only); the file
-    is read and validated before the database is written, in one transaction."""
+    is read and validated before the database is written, in one transaction. A set in ZCA
+    space is stored as it is, with its data set's transform (``_space``)."""
     from ddsem.db.sets import add_distilled_set
     from ddsem.distill.formats import load_distilled, validate
 
@@ -107,6 +199,15 @@ def import_set(ws: Workspace, request: ImportRequest) -> ImportResult:
         ),
         NUM_CLASSES[request.dataset],
     )
+    arrays, space, reason = _space(ws, request, loaded)
+    ws.db.require_writable()
+    if arrays is not None and loaded.space == "pixels":
+        loaded.images = zca_compute(arrays).forward_np(loaded.images)
+    if arrays is not None and "zca_eps" in loaded.extra and loaded.extra["zca_eps"] != arrays.eps:
+        raise UserError(
+            f"{loaded.source} was whitened with eps {loaded.extra['zca_eps']:g}, the stored "
+            f"transform has eps {arrays.eps:g}"
+        )
     summary = add_distilled_set(
         ws.db,
         request.set_name,
@@ -119,10 +220,13 @@ def import_set(ws: Workspace, request: ImportRequest) -> ImportResult:
             "imported_from": str(Path(request.path).resolve()),
             "format": loaded.fmt,
             **loaded.extra,
+            "space": space,
+            "space_reason": reason,
         },
         overwrite=request.overwrite,
+        zca_id=arrays.id if arrays is not None else None,
     )
-    return ImportResult(summary, loaded.fmt)
+    return ImportResult(summary, loaded.fmt, space, reason)
 
 
 # -- list, show -----------------------------------------------------------------------------------
@@ -147,7 +251,7 @@ def list_sets(ws: Workspace) -> SetList:
 class SetDetails:
     summary: SetSummary
     per_class: list[int]
-    pixel_min: float  # normalised pixels
+    pixel_min: float  # normalised pixels (a ZCA set's inverse-transformed)
     pixel_max: float
     pixel_mean: float
 
@@ -169,6 +273,10 @@ def show(ws: Workspace, name: str | None = None, method: str | None = None) -> S
 
     s = find_set(ws.db, name, method)
     images, labels = set_tensors(ws.db, s.id)
+    if s.zca is not None:  # the statistics a reader compares with other sets: normalised ones
+        from ddsem.db.sets import set_zca
+
+        images = set_zca(ws.db, s.id).to_normalised(images)
     return SetDetails(
         s,
         np.bincount(labels).tolist(),
@@ -188,9 +296,17 @@ class SetExportRequest:
     method: str | None = None
     png: str | os.PathLike | None = None  # the PNG grid [default: beside out]
     force: bool = False  # replace existing files (never the database or its -wal/-shm)
+    # The .pt's images: "normalised" (a ZCA set inverse-transformed, what other tools read) or
+    # "zca" (a ZCA set as stored, bit-exact, with "space": "zca": `sets import` takes it back)
+    space: str = "normalised"
 
     def __post_init__(self) -> None:
         from ddsem.db.export import check_place
+
+        check(
+            self.space in ("normalised", "zca"),
+            f"unknown --space {_shown(self.space)}: use normalised or zca",
+        )
 
         out, png = self.paths()
         check_place(out, "--out")
@@ -232,14 +348,25 @@ def export(ws: Workspace, request: SetExportRequest) -> SetExportResult:
     check_output(png_path, force=request.force, protected=protected, option="--png")
     s = find_set(ws.db, request.name, request.method)
     images, labels = set_tensors(ws.db, s.id)
+    shown, extra = images, {}
+    if s.zca is not None:
+        from ddsem.db.sets import set_zca
+
+        shown = set_zca(ws.db, s.id).to_normalised(images)  # pixels for every display
+        if request.space == "zca":
+            extra = {"space": "zca", "zca_eps": float(s.zca["eps"])}
+        else:
+            images, extra = shown, {"space": "normalised"}
+    elif request.space == "zca":
+        raise UserError(f"set {s.name!r} is in the normalised space; --space zca is for ZCA sets")
 
     from ddsem.data import denormalize
     from ddsem.distill.formats import export_paper
     from ddsem.plots import image_grid
 
     with staged(out_path) as out_tmp, staged(png_path, ".png") as png_tmp:
-        export_paper(out_tmp, images, labels)
-        image_grid(denormalize(images), png_tmp, titles=[str(int(v)) for v in labels], cols=10)
+        export_paper(out_tmp, images, labels, extra)
+        image_grid(denormalize(shown), png_tmp, titles=[str(int(v)) for v in labels], cols=10)
     return SetExportResult(out_path, png_path)
 
 
