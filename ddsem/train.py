@@ -37,6 +37,12 @@ Progress = Callable[[int], None]  # called with the number of model-steps just c
 # run are taken here: the state after step s equals the result of the same call with steps=s
 # (the minibatch schedule of a shorter run is a prefix of the longer one's).
 StepHook = Callable[[int, int, State], None]
+# An optional per-step batch transform (augmentation), called with (minibatch images, update
+# index of this call counted from 0, model index) just before the forward; it returns the images
+# that model trains on at that step (same shape). Each model gets its own call, so per-model
+# draws are the callable's business: seed them from (model, step) to make a run reproducible
+# whatever the path, chunking or order. None (the default): the batch as drawn.
+Augment = Callable[[torch.Tensor, int, int], torch.Tensor]
 
 
 @dataclass
@@ -128,12 +134,14 @@ def train_population(
     batch_seed: int = 0,
     progress: Progress | None = None,
     on_step: StepHook | None = None,
+    augment: Augment | None = None,
 ) -> list[State]:
     """Train K models; return their final state dicts (on the CPU).
 
     images: (N, C, H, W) shared by every model; labels: (N,) class indices or (N, classes) soft
     labels; weights: (K, N) per-model sample weights; init: K initial state dicts;
-    on_step: optional hook called after every update (see ``StepHook``).
+    on_step: optional hook called after every update (see ``StepHook``);
+    augment: optional transform of every minibatch before the forward (see ``Augment``).
     """
     device = torch.device(device)
     weights = torch.as_tensor(weights, dtype=torch.float32)
@@ -169,14 +177,30 @@ def train_population(
                 bn,
                 progress,
                 None if on_step is None else partial(on_step, k),
+                None if augment is None else partial(_for_model, augment, k),
             )
             for k in range(len(init))
         ]
     if path != "batched":
         raise UserError(f"unknown training path {path!r}: use auto, loop or batched")
     return _train_batched_chunks(
-        model_cfg, x, y, w, init, cfg, device, schedule, max_models_per_launch, progress, on_step
+        model_cfg,
+        x,
+        y,
+        w,
+        init,
+        cfg,
+        device,
+        schedule,
+        max_models_per_launch,
+        progress,
+        on_step,
+        augment,
     )
+
+
+def _for_model(augment: Augment, k: int, xb: torch.Tensor, step: int) -> torch.Tensor:
+    return augment(xb, step, k)
 
 
 def _train_one(
@@ -191,6 +215,7 @@ def _train_one(
     bn: bool,
     progress: Progress | None,
     on_step: Callable[[int, State], None] | None = None,
+    augment: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
 ) -> State:
     model = build_model(model_cfg).to(device)
     model.load_state_dict(state)
@@ -207,6 +232,8 @@ def _train_one(
         else:
             idx = schedule[step].to(x.device)
             xb, yb, wb = x[idx], y[idx], w[idx]
+        if augment is not None:
+            xb = augment(xb, step)
         loss = _weighted_ce(model(xb), yb, wb)
         grads = torch.autograd.grad(loss, params)
         _sgd_update(params, grads, bufs, cfg)
@@ -229,6 +256,7 @@ def _train_batched_chunks(
     chunk: int | None,
     progress: Progress | None,
     on_step: StepHook | None = None,
+    augment: Augment | None = None,
 ) -> list[State]:
     """Train in chunks of models; on CUDA out-of-memory, halve the chunk and retry it (a retried
     chunk calls ``on_step`` again for the steps it repeats)."""
@@ -251,6 +279,7 @@ def _train_batched_chunks(
                 progress,
                 on_step,
                 start,
+                augment,
             )
             start = stop
         except torch.cuda.OutOfMemoryError:
@@ -273,6 +302,7 @@ def _train_batched(
     progress: Progress | None,
     on_step: StepHook | None = None,
     first_index: int = 0,
+    augment: Augment | None = None,
 ) -> list[State]:
     from torch.func import functional_call, grad, stack_module_state, vmap
 
@@ -291,6 +321,8 @@ def _train_batched(
         return _weighted_ce(logits, yb, wb)
 
     grad_fn = vmap(grad(loss_fn), in_dims=(0, 0, None, None, 0))
+    # with augmentation every model sees its own transformed batch: (K, B, C, H, W)
+    grad_fn_own = vmap(grad(loss_fn), in_dims=(0, 0, 0, None, 0))
     bufs: list[torch.Tensor | None] = [None] * len(flat)
     k = w.shape[0]
     for step in range(cfg.steps):
@@ -299,7 +331,11 @@ def _train_batched(
         else:
             idx = schedule[step].to(x.device)
             xb, yb, wb = x[idx], y[idx], w[:, idx]
-        grads = grad_fn(flat, buffers, xb, yb, wb)
+        if augment is None:
+            grads = grad_fn(flat, buffers, xb, yb, wb)
+        else:
+            own = torch.stack([augment(xb, step, first_index + i) for i in range(k)])
+            grads = grad_fn_own(flat, buffers, own, yb, wb)
         _sgd_update(flat, grads, bufs, cfg)
         if progress is not None:
             progress(k)

@@ -26,7 +26,8 @@ def evaluate(
     protocol: str = typer.Option(
         "paper,dc",
         "--protocol",
-        help="paper (300 full-batch steps) and/or dc (300 epochs, decay, wd).",
+        help="Comma-separated: paper (300 full-batch steps), dc (DC: 300 epochs, lr step, "
+        "wd 5e-4), dsa (DSA/DM/MTT: 1000 epochs, DSA augmentation, learned lr of a TM set).",
     ),
     runs: int = typer.Option(5, "--runs", help="Models per architecture and protocol (seeds)."),
     width: int = typer.Option(
@@ -37,6 +38,12 @@ def evaluate(
         "--test-limit",
         help="Class-stratified test subset size [default: the whole test split].",
     ),
+    epochs: int = typer.Option(
+        None,
+        "--epochs",
+        help="dc and dsa: train this many epochs [default: theirs, 300 and 1000]; a shortened "
+        "protocol is stored under its own key.",
+    ),
     data: str = typer.Option(None, "--data", help="CIFAR data [default: $DDSEM_DATA]."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
@@ -44,7 +51,7 @@ def evaluate(
     request = job.EvaluateRequest(
         set_name=name, method=method, archs=tuple(arch.split(",")),
         protocols=tuple(protocol.split(",")), runs=runs, width=width, test_limit=test_limit,
-        seed=common.seed(),
+        epochs=epochs, seed=common.seed(),
     )  # fmt: skip
     request = replace(request, data=common.data_source(data))
     result = job.run(common.workspace(quiet=as_json), request)
@@ -64,3 +71,13 @@ def evaluate(
         ["arch", *result.protocols],
         rows,
     )
+    for p in result.protocols:
+        i = result.protocol_info.get(p)
+        if i:
+            lr = f"lr {i['lr']:g}" + (
+                " (the set's learned lr)" if i["lr_source"] == "learned" else ""
+            )
+            common.echo(
+                f"{p}: {i['steps']} steps, {lr}, weight decay {i['weight_decay']:g}, "
+                f"augmentation {i['augmentation']}"
+            )

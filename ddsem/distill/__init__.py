@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 METHODS = ("dm", "gm", "tm", "bptt")
 INITS = ("real", "noise", "xavier")
-PROTOCOLS = ("paper", "dc")  # retraining protocols of ``ddsem.distill.evaluate``
+PROTOCOLS = ("paper", "dc", "dsa")  # retraining protocols of ``ddsem.distill.evaluate``
 
 
 def check_method(method: str) -> str:

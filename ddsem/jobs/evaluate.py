@@ -3,19 +3,35 @@ protocols (the cross-architecture table of the analysis paper's appendix F).
 
 One unit is one (architecture, protocol): ``runs`` models trained on the set and tested on the
 real test images; each unit is stored complete, so a re-run reads what is done and trains only
-what is missing.
+what is missing. Protocols (``ddsem.distill.evaluate``): ``paper`` (the analysis paper's 300
+full-batch steps), ``dc`` (DC's 300 epochs, lr step, weight decay) and ``dsa`` (DSA/DM/MTT's
+1000 epochs with DSA augmentation and, for a set that carries one, its learned lr). A unit's
+stored key names its protocol, phases, augmentation and lr source.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ddsem.config import ModelConfig
-from ddsem.distill import PROTOCOLS
+from ddsem.distill import PROTOCOLS as _BASE_PROTOCOLS
 from ddsem.errors import UserError
-from ddsem.jobs.common import DataSource, check, load_data, resolve_set, seed_number
+from ddsem.jobs.common import (
+    DataSource,
+    check,
+    load_data,
+    not_empty,
+    real_space,
+    resolve_set,
+    seed_number,
+    whiten,
+)
 from ddsem.jobs.distill import positive_number
+
+# paper, dc, dsa (ddsem.distill.evaluate.EVAL_PROTOCOLS, named here without importing torch)
+PROTOCOLS: tuple[str, ...] = tuple(dict.fromkeys((*_BASE_PROTOCOLS, "dsa")))
+DEFAULT_PROTOCOLS = ("paper", "dc")
 
 if TYPE_CHECKING:
     import numpy as np
@@ -31,10 +47,12 @@ class EvaluateRequest:
     set_name: str | None = None  # the set by name; else the newest of method; else the only set
     method: str | None = None
     archs: tuple[str, ...] = ("convnet",)  # convnet, alexnet, vgg11, resnet18, vgg11bn, ...
-    protocols: tuple[str, ...] = PROTOCOLS  # paper (300 full-batch steps), dc (300 epochs)
+    # paper (300 full-batch steps), dc (300 epochs), dsa (1000 epochs, DSA, learned lr)
+    protocols: tuple[str, ...] = DEFAULT_PROTOCOLS
     runs: int = 5  # models per architecture and protocol (seeds)
     width: int = ModelConfig.width  # ConvNet channels; other architectures scale by width/128
     test_limit: int | None = None  # class-stratified test subset (None: the whole test split)
+    epochs: int | None = None  # dc and dsa: epochs instead of theirs (300, 1000); paper: unchanged
     data: DataSource = None
     seed: int = 0  # run r of every unit starts from seed * 1000 + r
 
@@ -51,9 +69,12 @@ class EvaluateRequest:
             (self.runs, "--runs"),
             (self.width, "--width"),
             (self.test_limit, "--test-limit"),
+            (self.epochs, "--epochs"),
         ):
             positive_number(value, what)
         seed_number(self.seed)
+        not_empty(self.set_name, "--set")
+        not_empty(self.method, "--method")
 
     @property
     def seeds(self) -> list[int]:
@@ -66,6 +87,7 @@ class EvalUnit:
     protocol: str
     model_cfg: ModelConfig
     phases: list[TrainConfig]
+    augmentation: str  # the DSA strategy of every training batch, or "none"
     params: dict[str, Any]  # the stored row's key
     stored: dict[str, Any] | None  # {"accuracies", "mean", "std"} when done
 
@@ -79,6 +101,7 @@ class EvaluatePlan:
     data: ImageData
     test_idx: np.ndarray
     units: list[EvalUnit]
+    zca: Any = None  # a set in ZCA space: its transform (jobs.common.real_space), else None
 
     @property
     def missing(self) -> list[EvalUnit]:
@@ -86,11 +109,13 @@ class EvaluatePlan:
 
 
 def plan(ws: Workspace, request: EvaluateRequest) -> EvaluatePlan:
-    from ddsem.config import DCEvalConfig, TrainConfig, to_dict
+    from dataclasses import replace
+
+    from ddsem.config import DCEvalConfig, DSAEvalConfig, TrainConfig, to_dict
     from ddsem.data import stratified_indices
     from ddsem.db import distill as store
     from ddsem.db.sets import set_tensors
-    from ddsem.distill.evaluate import protocol_phases
+    from ddsem.distill.evaluate import protocol_augmentation, protocol_lr, protocol_phases
     from ddsem.models import reference_config
 
     r = request
@@ -101,18 +126,29 @@ def plan(ws: Workspace, request: EvaluateRequest) -> EvaluatePlan:
     if tuple(images.shape[1:]) != (3, 32, 32):
         raise UserError(f"set {summary.name!r} has images of shape {images.shape[1:]}, not 3x32x32")
     test_idx = stratified_indices(d.test_y, r.test_limit, 0)
+    zca = real_space(ws.db, summary)  # a ZCA set is tested on test images whitened alike
+    dsa_lr, dsa_lr_source = protocol_lr(DSAEvalConfig(), summary.synthetic_lr)
+    dc, dsa = DCEvalConfig(), replace(DSAEvalConfig(), lr=dsa_lr)
+    if r.epochs is not None:
+        dc, dsa = replace(dc, epochs=r.epochs), replace(dsa, epochs=r.epochs)
     units = []
     for a in r.archs:
         cfg = ModelConfig(**{**to_dict(base[a]), "num_classes": d.num_classes})
         for p in r.protocols:
-            phases = protocol_phases(p, len(labels), paper=TrainConfig(), dc=DCEvalConfig())
+            phases = protocol_phases(p, len(labels), paper=TrainConfig(), dc=dc, dsa=dsa)
+            augmentation = protocol_augmentation(p, dsa)
             params = {
                 "set_id": summary.id, "set": summary.name, "arch": a, "model": to_dict(cfg),
                 "protocol": p, "phases": [to_dict(ph) for ph in phases], "seeds": r.seeds,
                 "test_limit": r.test_limit, "dataset": summary.dataset,
+                "augmentation": augmentation,
+                "lr_source": dsa_lr_source if p == "dsa" else "config",
             }  # fmt: skip
-            units.append(EvalUnit(a, p, cfg, phases, params, store.find_evaluation(ws.db, params)))
-    return EvaluatePlan(r, summary, images, labels, d, test_idx, units)
+            if zca is not None:  # (a normalised set's key is unchanged)
+                params["zca"] = summary.zca
+            found = store.find_evaluation(ws.db, params)
+            units.append(EvalUnit(a, p, cfg, phases, augmentation, params, found))
+    return EvaluatePlan(r, summary, images, labels, d, test_idx, units, zca)
 
 
 @dataclass
@@ -126,6 +162,9 @@ class EvaluateResult:
     protocols: tuple[str, ...]
     results: dict[tuple[str, str], dict[str, Any]]  # (arch, protocol) -> accuracies, mean, std
     trained: int  # units trained by this run (the rest were stored)
+    # protocol -> {"steps", "lr", "lr_source", "weight_decay", "augmentation"}: what it ran
+    # (for the table; the stored key of each unit holds the same)
+    protocol_info: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -156,19 +195,27 @@ def run(ws: Workspace, request: EvaluateRequest) -> EvaluateResult:
         ws.db.require_writable()  # one line now, not after the training
     results = {(u.arch, u.protocol): u.stored for u in p.units if u.stored is not None}
     images, labels = torch.from_numpy(p.images), torch.from_numpy(p.labels)
-    test_x, test_y = normalize(d.test_x[p.test_idx]), torch.from_numpy(d.test_y[p.test_idx])
+    test_x = whiten(p.zca, normalize(d.test_x[p.test_idx]))
+    test_y = torch.from_numpy(d.test_y[p.test_idx])
     device = ws.torch_device()
     steps = sum(total_steps(u.phases, request.runs) for u in todo)
     with ws.progress.phase(f"evaluate {s.name}", steps) as advance:
         for u in todo:
             res = evaluate_set(
                 images, labels, u.model_cfg, u.phases, request.seeds, test_x, test_y,
-                device=device, progress=advance,
+                device=device, progress=advance, augmentation=u.augmentation,
             )  # fmt: skip
             result = {"accuracies": res.accuracies, "mean": res.mean, "std": res.std}
             store.add_evaluation(ws.db, u.params, result)
             results[(u.arch, u.protocol)] = result
+    info = {}
+    for u in p.units:
+        info.setdefault(u.protocol, {
+            "steps": sum(ph.steps for ph in u.phases), "lr": u.phases[0].lr,
+            "lr_source": u.params["lr_source"], "weight_decay": u.phases[0].weight_decay,
+            "augmentation": u.augmentation,
+        })  # fmt: skip
     return EvaluateResult(
         s.name, s.method, s.num_images, request.runs, len(p.test_idx), request.archs,
-        request.protocols, results, len(todo),
+        request.protocols, results, len(todo), info,
     )  # fmt: skip
