@@ -55,6 +55,7 @@ def _global(
 def _register() -> None:
     """Mount every command group; each lives in its own module of ``ddsem.cli``."""
     from ddsem.cli import (
+        analyze,
         annotate,
         curvature,
         data,
@@ -78,6 +79,7 @@ def _register() -> None:
     rank.register(app)  # rank, query, report
     app.command("curvature")(curvature.curvature)
     app.command("landscape")(curvature.landscape)
+    app.add_typer(analyze.app, name="analyze")
     app.command("tui")(tui.tui)
     app.add_typer(dbcmd.app, name="db")
 
