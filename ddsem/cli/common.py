@@ -190,9 +190,12 @@ def parse_int_list(text: str, what: str) -> tuple[int, ...]:
     return values
 
 
-def split_names(text: str | None) -> tuple[str, ...]:
-    """ "bptt, dm" -> ("bptt", "dm")."""
-    return tuple(t.strip() for t in (text or "").split(",") if t.strip())
+def split_names(text: str | None, what: str = "a name list") -> tuple[str, ...]:
+    """ "bptt, dm" -> ("bptt", "dm"); None -> (); "" or " , " -> one line (nothing named)."""
+    names = tuple(t.strip() for t in (text or "").split(",") if t.strip())
+    if text is not None and not names:
+        raise UserError(f"{what} is empty: give a name, or leave the option out")
+    return names
 
 
 # -- real data: where it is, or an offer to download it -------------------------------------------

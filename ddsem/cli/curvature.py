@@ -78,8 +78,8 @@ def curvature(
 
     density_its = common.parse_int_list(density_at, "--density-at") if density_at else ()
     request = job.CurvatureRequest(
-        methods=common.split_names(method),
-        set_names=common.split_names(set_names),
+        methods=common.split_names(method, "--method"),
+        set_names=common.split_names(set_names, "--set"),
         real=real,
         iterations=iterations,
         every=every,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ddsem.errors import UserError
-from ddsem.jobs.common import check
+from ddsem.jobs.common import at_least, check
 from ddsem.jobs.judging import ALPHA, DRAWS, check_alpha, check_draws, format_p, format_q
 from ddsem.jobs.query import score_question
 from ddsem.jobs.semantic_inputs import SEED_OR_MEAN, RankingInputs, load_ranking_inputs
@@ -65,6 +65,7 @@ class ReportRequest:
             self.top >= 1 and self.attributes_per_image >= 1,
             "--top and --attributes-per-image must be at least 1",
         )
+        at_least(self.min_positives, 1, "--min-positives")
         check(not (self.seed is not None and self.mean_over_seeds), SEED_OR_MEAN)
         check_alpha(self.alpha)
         check_draws(self.draws)

@@ -8,15 +8,28 @@ Every job takes a ``Workspace`` and a request. The CLI builds one from the globa
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ddsem.errors import UserError
+from ddsem.jobs.common import clip
 from ddsem.jobs.progress import SILENT, Progress
 
 if TYPE_CHECKING:
     import torch
 
     from ddsem.db import Database
+
+
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_device(name: str) -> None:
+    """The --device syntax, checked without torch (whether it exists here is checked when a
+    job first computes): a mistyped device is one line even for a command that never uses it."""
+    if not DEVICE.fullmatch((name or "auto").strip().lower()):
+        raise UserError(f"unknown device {clip(repr(name))}: use auto, cpu or cuda[:N]")
 
 
 @dataclass
@@ -43,6 +56,7 @@ class Workspace:
         read-only". A file this process cannot write is opened read-only either way."""
         from ddsem.db import open_db
 
+        check_device(device)
         ro = (not create) if readonly is None else readonly
         return cls(open_db(db, create=create, readonly=ro), device, progress)
 
