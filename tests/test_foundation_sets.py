@@ -64,7 +64,10 @@ def test_dc_mtt_and_npz_formats(cli, tmp_path):
     torch.save(torch.randn(10, 3, 32, 32), tmp_path / "images_best.pt")
     torch.save(torch.arange(10), tmp_path / "labels_best.pt")
     torch.save(torch.tensor(0.0123), tmp_path / "lr_best.pt")
-    assert cli("sets", "import", str(tmp_path / "images_best.pt"), "--method", "tm").code == 0
+    mtt = ["sets", "import", str(tmp_path / "images_best.pt"), "--method", "tm"]
+    refused = cli(*mtt)  # an MTT file may be in ZCA space: without data it is not guessed
+    assert refused.code == 2 and "pass --no-zca if it is normalised" in refused.err
+    assert cli(*mtt, "--no-zca").code == 0
     np.savez(
         tmp_path / "s.npz",
         images=np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8),

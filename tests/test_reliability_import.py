@@ -447,6 +447,7 @@ def _import(db: Path, path: Path) -> tuple[int, str]:
                     "dm",
                     "--name",
                     "new",
+                    "--no-zca",  # an MTT file is otherwise refused without data to test it
                 ]
             )
     noise = [str(w.message) for w in caught if not issubclass(w.category, DeprecationWarning)]

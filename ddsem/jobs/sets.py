@@ -160,14 +160,12 @@ def _space(ws: Workspace, request: ImportRequest, loaded: LoadedSet) -> tuple[An
     try:  # the test needs the training images (and their transform)
         data = load_data(request.data, request.dataset)
         arrays = _transform(ws, request, f"telling whether {name} is in ZCA space")
-    except UserError:
-        why = (
-            f"{name} stored as normalised images, untested: no {request.dataset} training "
-            "images to tell ZCA space by (if it is from a --zca run, import it again with "
-            "--zca --data PATH --overwrite)"
-        )
-        ws.progress.note(why)
-        return None, "normalised", why
+    except UserError as e:  # never a silent guess: MTT's --zca runs write ZCA-space images
+        raise UserError(
+            f"cannot tell whether {name} is in ZCA space (MTT's --zca runs write it so) "
+            f"without the {request.dataset} training images ({e}): pass --no-zca if it is "
+            "normalised, or --zca with --data PATH"
+        ) from None
     zca = zca_compute(arrays)
     sample = normalize(data.train_x[stratified_indices(data.train_y, 2000, 0)]).numpy()
     guess = guess_space(loaded.images, zca, sample)
