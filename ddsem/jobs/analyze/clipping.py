@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ddsem.config import ClippingConfig, ModelConfig, TrainConfig
-from ddsem.jobs.analyze.common import OUT, choose_sets, figure_folder
+from ddsem.jobs.analyze.common import OUT, check_image_shapes, choose_sets, figure_folder
 from ddsem.jobs.common import DataSource, at_least, check, convnet_fits, seed_number
 
 if TYPE_CHECKING:
     from ddsem.data import ImageData
-    from ddsem.db.sets import SetSummary
     from ddsem.jobs.analyze.common import AnalysisSet
     from ddsem.jobs.workspace import Workspace
 
@@ -92,21 +91,11 @@ class ClippingPlan:
         return [u for u in self.units if u.stored is None]
 
 
-def _check_shapes(summaries: list[SetSummary]) -> None:
-    want = [MODEL.channels, MODEL.image_size, MODEL.image_size]
-    for s in summaries:
-        check(
-            list(s.image_shape) == want,
-            f"set {s.name!r} has images of shape {tuple(s.image_shape)}, "
-            f"the data set's are {tuple(want)}",
-        )
-
-
 def preflight(ws: Workspace, request: ClippingRequest) -> None:
     """What can be refused before the real data is looked for: --out and the sets (known, of
     CIFAR's image shape); ``plan`` checks them again against the data."""
     figure_folder(request.out)
-    _check_shapes(choose_sets(ws.db, request.methods, request.set_names))
+    check_image_shapes(choose_sets(ws.db, request.methods, request.set_names))
 
 
 def plan(ws: Workspace, request: ClippingRequest) -> ClippingPlan:
@@ -120,7 +109,7 @@ def plan(ws: Workspace, request: ClippingRequest) -> ClippingPlan:
     r = request
     figure_folder(r.out)
     summaries = choose_sets(ws.db, r.methods, r.set_names)
-    _check_shapes(summaries)
+    check_image_shapes(summaries)
     data = load_data(r.data, summaries[0].dataset)
     model = r.model(data.num_classes)
     sets = load_sets(ws.db, summaries, data, model)

@@ -28,6 +28,7 @@ OUT = "figures"  # the default folder for figures (as curvature and landscape)
 __all__ = [
     "OUT",
     "AnalysisSet",
+    "check_image_shapes",
     "choose_sets",
     "figure_folder",
     "load_sets",
@@ -44,6 +45,19 @@ def figure_folder(out: str | Path) -> Path:
     if path.exists() and not path.is_dir():
         raise UserError(f"--out must be a folder; {path} is a file")
     return path
+
+
+def check_image_shapes(
+    summaries: list[SetSummary], shape: tuple[int, int, int] = (3, 32, 32)
+) -> None:
+    """Each set's images have ``shape`` (CIFAR's): refused before the real data is looked for
+    (``load_sets`` checks them again against the data)."""
+    for s in summaries:
+        check(
+            tuple(s.image_shape) == shape,
+            f"set {s.name!r} has images of shape {tuple(s.image_shape)}, "
+            f"the data set's are {shape}",
+        )
 
 
 def choose_sets(db: Database, methods: tuple[str, ...], names: tuple[str, ...]) -> list[SetSummary]:

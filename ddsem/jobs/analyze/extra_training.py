@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ddsem.config import ExtraTrainingConfig, ModelConfig, TrainConfig
-from ddsem.jobs.analyze.common import OUT, choose_sets, figure_folder
+from ddsem.jobs.analyze.common import OUT, check_image_shapes, choose_sets, figure_folder
 from ddsem.jobs.common import DataSource, at_least, check, convnet_fits, seed_number
 
 if TYPE_CHECKING:
     from ddsem.data import ImageData
-    from ddsem.db.sets import SetSummary
     from ddsem.jobs.analyze.common import AnalysisSet
     from ddsem.jobs.workspace import Workspace
 
@@ -112,21 +111,11 @@ class ExtraTrainingPlan:
         return [u for u in self.units if u.stored is None]
 
 
-def _check_shapes(summaries: list[SetSummary]) -> None:
-    want = [MODEL.channels, MODEL.image_size, MODEL.image_size]
-    for s in summaries:
-        check(
-            list(s.image_shape) == want,
-            f"set {s.name!r} has images of shape {tuple(s.image_shape)}, "
-            f"the data set's are {tuple(want)}",
-        )
-
-
 def preflight(ws: Workspace, request: ExtraTrainingRequest) -> None:
     """What can be refused before the real data is looked for: --out and the sets (known, of
     CIFAR's image shape); ``plan`` checks them again against the data."""
     figure_folder(request.out)
-    _check_shapes(choose_sets(ws.db, request.methods, request.set_names))
+    check_image_shapes(choose_sets(ws.db, request.methods, request.set_names))
 
 
 def plan(ws: Workspace, request: ExtraTrainingRequest) -> ExtraTrainingPlan:
@@ -139,7 +128,7 @@ def plan(ws: Workspace, request: ExtraTrainingRequest) -> ExtraTrainingPlan:
     r = request
     figure_folder(r.out)
     summaries = choose_sets(ws.db, r.methods, r.set_names)
-    _check_shapes(summaries)
+    check_image_shapes(summaries)
     space = sets_space(summaries)  # the real models learn the real images in the sets' space
     data, real_x, real_y, _ = real_tensors(r.data, summaries[0].dataset, r.train_samples, r.seed)
     model = r.model(data.num_classes)

@@ -25,12 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from ddsem.config import MixingConfig, ModelConfig, TrainConfig
 from ddsem.errors import UserError
-from ddsem.jobs.analyze.common import OUT, choose_sets, figure_folder
+from ddsem.jobs.analyze.common import OUT, check_image_shapes, choose_sets, figure_folder
 from ddsem.jobs.common import DataSource, at_least, check, convnet_fits, seed_number
 
 if TYPE_CHECKING:
     from ddsem.data import ImageData
-    from ddsem.db.sets import SetSummary
     from ddsem.jobs.analyze.common import AnalysisSet
     from ddsem.jobs.workspace import Workspace
 
@@ -133,21 +132,11 @@ class MixingPlan:
         return [u for u in self.units if u.stored is None]
 
 
-def _check_shapes(summaries: list[SetSummary]) -> None:
-    want = [MODEL.channels, MODEL.image_size, MODEL.image_size]
-    for s in summaries:
-        check(
-            list(s.image_shape) == want,
-            f"set {s.name!r} has images of shape {tuple(s.image_shape)}, "
-            f"the data set's are {tuple(want)}",
-        )
-
-
 def preflight(ws: Workspace, request: MixingRequest) -> None:
     """What can be refused before the real data is looked for: --out and the sets (known, of
     CIFAR's image shape); ``plan`` checks them again against the data, and the counts."""
     figure_folder(request.out)
-    _check_shapes(choose_sets(ws.db, request.methods, request.set_names))
+    check_image_shapes(choose_sets(ws.db, request.methods, request.set_names))
 
 
 def plan(ws: Workspace, request: MixingRequest) -> MixingPlan:
@@ -164,7 +153,7 @@ def plan(ws: Workspace, request: MixingRequest) -> MixingPlan:
     r = request
     figure_folder(r.out)
     summaries = choose_sets(ws.db, r.methods, r.set_names)
-    _check_shapes(summaries)
+    check_image_shapes(summaries)
     space = sets_space(summaries)  # the sets, the baseline and the tests in one space
     data = load_data(r.data, summaries[0].dataset)
     model = r.model(data.num_classes)
