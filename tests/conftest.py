@@ -85,3 +85,59 @@ def workspace(tmp_path):
     ws = Workspace.open(str(tmp_path / "jobs.db"), device="cpu", progress=Recorder())
     yield ws
     ws.db.close()
+
+
+# -- PostgreSQL (issue 19): a fresh database per test on the server of $DDSEM_TEST_POSTGRES ------
+
+POSTGRES_ENV = "DDSEM_TEST_POSTGRES"
+
+
+def postgres_admin_url():
+    """The SQLAlchemy URL of $DDSEM_TEST_POSTGRES (a server's maintenance database, e.g. what
+    ``scripts/postgres.sh start`` prints), or None when it is not set."""
+    value = os.environ.get(POSTGRES_ENV)
+    if not value:
+        return None
+    from sqlalchemy.engine import make_url
+
+    url = make_url(value)
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    return url
+
+
+@pytest.fixture
+def postgres_url(request):
+    """A new, empty PostgreSQL database for this test (dropped after it), as a URL string;
+    skipped unless $DDSEM_TEST_POSTGRES names a server (``scripts/postgres.sh start``)."""
+    admin_url = postgres_admin_url()
+    if admin_url is None:
+        pytest.skip(
+            f"{POSTGRES_ENV} is not set: PostgreSQL tests need a server (.ci/run starts one "
+            "with scripts/postgres.sh)"
+        )
+    import re
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    stem = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:30]
+    name = f"t_{stem}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """The same test on a SQLite file and on a fresh PostgreSQL database (skipped without
+    $DDSEM_TEST_POSTGRES)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "test.db")
+    return request.getfixturevalue("postgres_url")

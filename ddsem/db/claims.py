@@ -2,9 +2,10 @@
 doing it twice (or crashing on a unique constraint).
 
 ``claim`` inserts a row keyed by the unit; the primary key makes it atomic on SQLite and
-PostgreSQL alike. A claim is stale, and taken over by the next ``claim``, when its owner's
-process is dead on this host or its heartbeat is older than ``STALE_SECONDS``: a killed job
-never blocks a re-run.
+PostgreSQL alike (the loser's insert fails and it reads the winner's row). A claim is stale,
+and taken over by the next ``claim``, when its owner's process is dead on this host or its
+heartbeat is older than ``STALE_SECONDS``: a killed job never blocks a re-run. A takeover is
+an update conditional on the old owner, so of two processes taking over one claim one wins.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import uuid
 from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import delete, select
+from sqlmodel import delete, select, update
 
 from ddsem.db.engine import Database
 from ddsem.db.tables import JobClaim, now
@@ -62,9 +63,14 @@ def claim(db: Database, key: str, owner: str) -> bool:
                 )
                 if _alive(row.owner) and now() - old < timedelta(seconds=STALE_SECONDS):
                     return False
-                row.owner, row.heartbeat = owner, now()  # a dead or silent owner: take over
-                s.add(row)
-                return True
+                # a dead or silent owner: take over, only if no other process took it over
+                # since we read it (PostgreSQL lets both of two plain updates succeed)
+                taken = s.exec(
+                    update(JobClaim)
+                    .where(JobClaim.key == key, JobClaim.owner == row.owner)
+                    .values(owner=owner, heartbeat=now())
+                )
+                return taken.rowcount == 1
         except IntegrityError:
             continue  # another process inserted it between our read and write: look again
     return False

@@ -208,8 +208,13 @@ def _server_engine(url: URL, readonly: bool) -> Engine:
         "connect_timeout" not in url.query
     ):
         connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
-    if libpq and readonly:  # the server refuses writes: "cannot execute ... read-only"
-        connect_args["options"] = "-c default_transaction_read_only=on"
+    if libpq:
+        # timestamps are stored as UTC without a zone (as on SQLite): the session's zone must
+        # be UTC, or an aware datetime is written shifted to the server's local time
+        options = ["-c timezone=UTC"]
+        if readonly:  # the server refuses writes: "cannot execute ... read-only"
+            options.append("-c default_transaction_read_only=on")
+        connect_args["options"] = " ".join(options)
     try:
         return create_engine(url, connect_args=connect_args)
     except ModuleNotFoundError as e:

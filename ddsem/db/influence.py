@@ -218,10 +218,12 @@ def add_models(
 ) -> None:
     """Store one chunk of trained models (per-test-image losses, accuracy) in one transaction.
 
-    Models already stored are skipped, so a chunk written twice stays one copy.
+    Models already stored are skipped, so a chunk written twice stays one copy. The run row is
+    read FOR UPDATE (PostgreSQL; SQLite's writes are serialised anyway), so processes adding
+    their chunks at once never lose each other's wall time or device.
     """
     with db.session() as s:
-        run = s.get(InfluenceRun, run_id)
+        run = s.get(InfluenceRun, run_id, with_for_update=True)
         if run is None:
             raise UserError(
                 f"influence run {run_id} was deleted while this job trained its models "
@@ -280,10 +282,11 @@ def finish_influence_run(
 ) -> None:
     """Write the N x T matrix, the top-k table and status "complete" in one transaction.
 
-    ``top_positions`` index the run's test images; the top-k table stores split indices.
+    ``top_positions`` index the run's test images; the top-k table stores split indices. The run
+    row is locked first (FOR UPDATE on PostgreSQL), so two finishers write one after the other.
     """
     with db.session() as s:
-        run = s.get(InfluenceRun, run_id)
+        run = s.get(InfluenceRun, run_id, with_for_update=True)
         if run is None:
             raise UserError(
                 f"influence run {run_id} was deleted while this job trained its models "
