@@ -98,6 +98,26 @@ BASES: dict[str, list[str]] = {
                   "40", "--data", "{data}"],
     "influence show": ["influence", "show", "--set", "s1", "--image", "0", "--top", "3"],
     "attributes extract": ["attributes", "extract", "--min-df", "1"],
+    "analyze recognition": ["analyze", "recognition", "--set", "s1", "--width", "4", "--depth",
+                            "2", "--epochs", "1", "--train-samples", "20", "--test-limit", "20",
+                            "--runs", "1", "--data", "{data}", "--out", "figs"],
+    "analyze inverse": ["analyze", "inverse", "--set", "s1", "--models", "convnet:4", "--epochs",
+                        "1", "--train-samples", "20", "--test-limit", "20", "--no-embed",
+                        "--data", "{data}", "--out", "figs"],
+    "analyze clipping": ["analyze", "clipping", "--set", "s1", "--width", "4", "--depth", "2",
+                         "--runs", "1", "--steps", "2", "--test-limit", "20", "--data", "{data}",
+                         "--out", "figs"],
+    "analyze extra-training": ["analyze", "extra-training", "--set", "s1", "--width", "4",
+                               "--depth", "2", "--runs", "1", "--steps", "2", "--real-iterations",
+                               "2", "--train-samples", "20", "--test-limit", "20", "--data",
+                               "{data}", "--out", "figs"],
+    "analyze mixing": ["analyze", "mixing", "--set", "s1", "--counts", "0,1", "--width", "4",
+                       "--depth", "2", "--runs", "1", "--steps", "2", "--test-limit", "20",
+                       "--data", "{data}", "--out", "figs"],
+    "analyze agreement": ["analyze", "agreement", "--set", "s1", "--width", "4", "--depth", "2",
+                          "--train-samples", "40", "--test-limit", "20", "--pool", "2", "--chunk",
+                          "2", "--epochs", "1", "--early-runs", "1", "--early-epochs", "1",
+                          "--runs", "1", "--window", "100", "--data", "{data}", "--out", "figs"],
 }  # fmt: skip
 STR_NUMERIC = {"influence": ["--seeds"], "curvature": ["--density-at"]}  # numbers in a string
 GLOBAL_SEED_ON = ["influence", "rank", "distill", "curvature"]
@@ -173,6 +193,12 @@ _accept("--real-samples larger than the split takes all", "curvature", "--real-s
 _accept("--real-images larger than the split takes all (unused in distilled context)",
         "influence", "--real-images", HUGE_INT)  # fmt: skip
 _accept("--top-k larger than the test images keeps them all", "influence", "--top-k", HUGE_INT)
+_accept(
+    "--tolerance 0: settled once accuracy equals its final value",
+    "analyze recognition",
+    "--tolerance",
+    "0",
+)
 _accept("--draws is a cap: the null is drawn deeper only while an answer needs it", "rank",
         "--draws", HUGE_INT)  # fmt: skip
 _accept("--draws is a cap: the null is drawn deeper only while an answer needs it", "query",
@@ -779,8 +805,12 @@ def limit_memory() -> None:
     """In the child: cap its address space, so that a huge allocation fails in the command
     instead of waking the kernel's OOM killer for every process on the machine."""
     import resource
+    import signal
 
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    # a probe started in the background (`... &`, nohup) inherits SIGINT ignored, and Python
+    # then never raises KeyboardInterrupt: give every command Ctrl-C back, as a terminal would
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def popen(command: list[str], **kw) -> subprocess.Popen:

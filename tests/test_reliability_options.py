@@ -128,6 +128,7 @@ CASES = [
     (["influence", "--method", "", "--width", "8"], "--method is empty"),
     (["evaluate", "--method", "", "--runs", "1"], "--method is empty"),
     (["analyze", "recognition", "--method", ""], "--method is empty"),
+    (["analyze", "agreement", "--window", "0"], "--window must lie in (0, 100]"),
     (["analyze", "clipping", "--set", " , "], "--set is empty"),
     (
         ["sets", "import", "x.npz", "--method", "dm", "--labels", "missing.pt"],

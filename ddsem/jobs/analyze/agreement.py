@@ -90,7 +90,7 @@ class AgreementRequest:
         at_least(self.weight_decay_pool, 1, "--weight-decay-pool")
         at_least(self.weight_decay_epochs, 1, "--weight-decay-epochs")
         at_least(self.chunk, 1, "--chunk")
-        in_range(self.window, 0, 100, "--window")
+        in_range(self.window, 0, 100, "--window", low_open=True)  # 0: no model is ever that close
         at_least(self.runs, 1, "--runs")
         convnet_fits(self.width, self.depth, MODEL.image_size)
         at_least(self.train_samples, 1, "--train-samples")
