@@ -68,9 +68,7 @@ def test_sets_of_two_spaces_are_refused_in_one_real_model_analysis(workspace, sy
     assert before is workspace.db
 
 
-def test_clipping_a_zca_set_clips_its_pixels_not_its_whitened_values(
-    workspace, synthetic, spaces
-):
+def test_clipping_a_zca_set_clips_its_pixels_not_its_whitened_values(workspace, synthetic, spaces):
     from ddsem.jobs.analyze import clipping as job
 
     req = job.ClippingRequest(set_names=("white", "plain"), runs=1, steps=2, data=synthetic,

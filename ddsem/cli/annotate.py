@@ -55,11 +55,13 @@ def annotate(
     ),
     data: str = common.data_option(),
     dataset: str = typer.Option("cifar10", "--dataset", help="cifar10 or cifar100."),
+    processes: int = common.processes_option(),
 ) -> None:
     """Describe real images with an annotator; answers become Annotation rows.
 
     Each batch is committed on its own (Ctrl-C keeps finished batches; a re-run does the
-    rest). Started twice at once on one database, the two processes split the batches."""
+    rest). Started twice at once on one database, the two processes split the batches;
+    --processes N (or `accelerate launch -m ddsem annotate ...`) splits them between N."""
     from ddsem.jobs import annotate as job
 
     request = job.AnnotateRequest(
@@ -74,6 +76,7 @@ def annotate(
         dataset=dataset,
     )  # checked before the data is looked for
     request = replace(request, data=common.data_source(data, dataset))
+    common.launch(processes, "annotate")
     render(job.run(common.workspace(), request))
 
 

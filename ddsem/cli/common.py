@@ -75,7 +75,7 @@ def workspace(
     the JSON (bars go to stderr either way, notes are dropped)."""
     from ddsem.jobs import SILENT, Workspace
 
-    silent = OPTIONS.quiet or quiet
+    silent = OPTIONS.quiet or quiet or not _main_process()
     return Workspace.open(
         OPTIONS.db,
         create=create,
@@ -100,9 +100,16 @@ class RichProgress:
 # -- output --------------------------------------------------------------------------------------
 
 
+def _main_process() -> bool:
+    """False in the workers of a job run as several processes but the first: they are quiet."""
+    from ddsem.jobs.shard import is_main_process
+
+    return is_main_process()
+
+
 def echo(text: str = "") -> None:
-    """Human output (suppressed by --quiet)."""
-    if not OPTIONS.quiet:
+    """Human output (suppressed by --quiet, and in all but the main process of several)."""
+    if not OPTIONS.quiet and _main_process():
         from rich.console import Console
 
         Console(highlight=False, soft_wrap=True).print(text, markup=False)
@@ -113,7 +120,7 @@ PIPE_WIDTH = 120
 
 
 def echo_rich(renderable: Any) -> None:
-    if not OPTIONS.quiet:
+    if not OPTIONS.quiet and _main_process():
         import os
 
         from rich.console import Console
@@ -123,7 +130,10 @@ def echo_rich(renderable: Any) -> None:
 
 
 def print_json(data: Any) -> None:
-    """Machine output for --json: always printed, stable keys, UTF-8."""
+    """Machine output for --json: always printed (by the main process of several), stable
+    keys, UTF-8."""
+    if not _main_process():
+        return
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
@@ -141,7 +151,7 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 @contextmanager
 def progress(total: int, description: str) -> Iterator[Callable[..., None]]:
     """A rich progress bar with an ETA on stderr; yields ``advance(n)``. Silent under --quiet."""
-    if OPTIONS.quiet:
+    if OPTIONS.quiet or not _main_process():
         yield lambda n=1: None
         return
     from rich.console import Console
@@ -222,3 +232,39 @@ def data_source(value: str | None, dataset: str = "cifar10") -> str:
         ):
             raise UserError(hint) from None
         return str(data_job.download(dataset))
+
+
+# -- several processes on this machine (--processes N) --------------------------------------------
+
+PROCESSES_HELP = (
+    "Run as N worker processes on this machine, splitting the work units between them: the "
+    "command starts itself N times as plain subprocesses with the environment `accelerate "
+    "launch` sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT; a gloo group, one "
+    "GPU per process on CUDA) and waits for all. Several machines: `accelerate launch -m ddsem "
+    "...` on each, on one shared --db."
+)
+
+
+def processes_option() -> Any:
+    return typer.Option(1, "--processes", min=1, help=PROCESSES_HELP)
+
+
+def launch(processes: int, command: str) -> None:
+    """With ``--processes N`` > 1 (and not already one of N workers): run this command line as
+    N worker processes and exit with their status. Only the main worker (rank 0) prints; an
+    error of another one reaches the user as its last line and a non-zero exit. A worker that
+    fails stops the others (each unit it finished stays stored; a re-run does the rest)."""
+    from ddsem.jobs import shard
+
+    if processes <= 1 or shard.world_size() > 1:
+        return
+    argv = sys.argv[1:]
+    if command not in argv:
+        raise UserError(f"--processes needs the command line `ddsem {command} ...` (sys.argv)")
+    failure = shard.run_workers(argv, processes)
+    if failure is not None:
+        code, line = failure
+        if line:  # else the main worker printed its own error line
+            sys.stderr.write(f"error: {line}\n")
+        raise typer.Exit(code)
+    raise typer.Exit(0)

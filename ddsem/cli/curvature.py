@@ -69,9 +69,13 @@ def curvature(
     data: str = common.data_option(),
     out: str = typer.Option(OUT, "--out", help="Folder for the PNG figures."),
     as_json: bool = common.json_option(),
+    processes: int = common.processes_option(),
 ) -> None:
     """Hessian trace (Hutchinson) per source along the training of a model on real data;
-    eigenvalue density (stochastic Lanczos quadrature) at --density-at. Resumable."""
+    eigenvalue density (stochastic Lanczos quadrature) at --density-at. Resumable.
+    --processes N (or `accelerate launch -m ddsem curvature ...`) splits the (source,
+    checkpoint) points in checkpoint order; each process replays the training up to its last
+    point (the training is one trajectory), so the last share replays all of it."""
     from dataclasses import replace
 
     from ddsem.jobs import curvature as job
@@ -99,7 +103,9 @@ def curvature(
     )
     ws = common.workspace(quiet=as_json)
     job.preflight(ws, request)  # refused before the data is looked for (or offered for download)
-    result = job.run(ws, replace(request, data=common.data_source(data)))
+    source = common.data_source(data)
+    common.launch(processes, "curvature")
+    result = job.run(ws, replace(request, data=source))
     if as_json:
         common.print_json(result.as_json())
         return

@@ -74,11 +74,14 @@ def influence(
         False, "--overwrite", help="Replace runs of this set/seed/context with another config."
     ),
     as_json: bool = common.json_option(),
+    processes: int = common.processes_option(),
 ) -> None:
     """Train N+1 models per seed from one initialisation, store influence(i, j) =
     loss_j(without i) - loss_j(with all); a killed run resumes, a repeated one is a no-op.
     The same command started twice at once on one database: the two processes split the
     models (each is claimed before it is trained) and both end with the one complete run.
+    --processes N (or `accelerate launch -m ddsem influence ...`) splits every seed's models
+    between N processes; the stored rows equal a single process's.
     The global --seed picks the real context's images [default: 0]."""
     if ctx.invoked_subcommand is not None:
         return
@@ -104,8 +107,10 @@ def influence(
         overwrite=overwrite,
         selection_seed=common.seed(),
     )
+    source = common.data_source(data)
+    common.launch(processes, "influence")
     ws = common.workspace(quiet=as_json)
-    result = job.run(ws, replace(request, data=common.data_source(data)))
+    result = job.run(ws, replace(request, data=source))
     if as_json:
         common.print_json(result.as_json())
 

@@ -276,14 +276,33 @@ def _batches(p: AnnotatePlan, batch: int):
             yield key, chunk
 
 
+WAIT_SECONDS = 1.0  # how often a process whose remaining batches others hold looks again
+
+
+def _unanswered(ws: Workspace, p: AnnotatePlan, ids: dict, batches: list) -> list:
+    """The batches of ``batches`` that still have an answer missing (missing ones only)."""
+    from ddsem.db import annotations as store
+
+    out = []
+    for key, chunk in batches:
+        done = store.answered(ws.db, [ids[i] for _, i in chunk], p.annotator, p.model_id)
+        rest = [(q, i) for q, i in chunk if (ids[i], q.name) not in done]
+        if rest:
+            out.append((key, rest))
+    return out
+
+
 def run(ws: Workspace, request: AnnotateRequest) -> AnnotateResult:
     """Answer what is missing, batch by batch (each batch committed on its own), then relabel
     the attribute vocabulary if there is one. The engine is loaded only when there is work."""
     from ddsem.db import annotations as store
     from ddsem.db import claims
     from ddsem.db.sets import ensure_dataset, ensure_images
+    from ddsem.runtime import process_state
 
     p = plan(ws, request)
+    shard = process_state()
+    shard.wait()  # several processes: every one has planned before any answer is written
     result = AnnotateResult(
         p.annotator,
         p.model_id,
@@ -314,29 +333,43 @@ def run(ws: Workspace, request: AnnotateRequest) -> AnnotateResult:
     start = time.perf_counter()
     owner = claims.new_owner()
     left_to_others = 0
+    # several processes (accelerate launch, --processes): each answers its contiguous share of
+    # the batches first, then takes over (claims) what the others leave, and waits for the rest
+    batches = shard.mine_first(list(_batches(p, batch)))
     with ws.progress.phase(f"{p.annotator} answers", len(p.todo)) as advance:
-        for key, chunk in _batches(p, batch):
-            # a batch is claimed before it is answered: the same job started twice splits the
-            # batches (the batches are cut from the whole selection, so both cut them alike)
-            if not claims.claim(ws.db, key, owner):
-                left_to_others += len(chunk)
-                continue
-            # answers another process stored (then released the batch) since the plan
-            done = store.answered(ws.db, [ids[i] for _, i in chunk], p.annotator, p.model_id)
-            chunk = [(q, i) for q, i in chunk if (ids[i], q.name) not in done]
-            if not chunk:
-                claims.release(ws.db, key, owner)
-                continue
-            try:
-                answers = engine.answer(pixels[[i for _, i in chunk]], [q for q, _ in chunk])
-                rows = [
-                    (ids[i], q.name, q.text, a) for (q, i), a in zip(chunk, answers, strict=True)
-                ]
-                result.written += store.add_annotations(ws.db, p.annotator, p.model_id, rows)
-            finally:
-                claims.release(ws.db, key, owner)
-            advance(len(chunk))
+        while batches:
+            held = []
+            for key, chunk in batches:
+                # a batch is claimed before it is answered: the same job started twice splits
+                # the batches (they are cut from the whole selection, so both cut them alike)
+                if not claims.claim(ws.db, key, owner):
+                    held.append((key, chunk))
+                    continue
+                # answers another process stored (then released the batch) since the plan
+                done = store.answered(ws.db, [ids[i] for _, i in chunk], p.annotator, p.model_id)
+                chunk = [(q, i) for q, i in chunk if (ids[i], q.name) not in done]
+                if not chunk:
+                    claims.release(ws.db, key, owner)
+                    continue
+                try:
+                    answers = engine.answer(pixels[[i for _, i in chunk]], [q for q, _ in chunk])
+                    rows = [
+                        (ids[i], q.name, q.text, a)
+                        for (q, i), a in zip(chunk, answers, strict=True)
+                    ]
+                    result.written += store.add_annotations(ws.db, p.annotator, p.model_id, rows)
+                finally:
+                    claims.release(ws.db, key, owner)
+                advance(len(chunk))
+            if not shard.distributed:  # one process: what another holds is left to it
+                left_to_others = sum(len(c) for _, c in held)
+                break
+            batches = _unanswered(ws, p, ids, held)
+            if batches:
+                time.sleep(WAIT_SECONDS)  # another process is answering them
     result.seconds = time.perf_counter() - start
+    if shard.distributed and not shard.is_main:
+        return result  # the main process relabels, once every batch is answered
     if left_to_others:
         ws.progress.note(
             f"{left_to_others} answers were being given by another process at the same time; "

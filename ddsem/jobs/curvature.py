@@ -448,37 +448,81 @@ class CurvatureResult:
 def run(ws: Workspace, request: CurvatureRequest) -> CurvatureResult:
     """Measure and store every missing point (replaying the training to the last missing
     checkpoint), finish the run and draw the trace and density figures."""
+    import time
+
+    from ddsem.db import claims
     from ddsem.db.curvature import (
+        find_curvature_run,
         finish_curvature_run,
         open_curvature_run,
         read_points,
         stored_points,
     )
+    from ddsem.runtime import process_state
 
     p = plan(ws, request)
     db = ws.db
     db.require_writable()
-    info = open_curvature_run(db, p.config, p.sources)  # drops the points of changed sources
-    missing = _missing(
-        stored_points(db, info.id), p.source_names, p.checkpoints, request.density_at
-    )
-    if missing:
-        _measure(ws, info.id, request, p.inputs, missing)
-    finish_curvature_run(db, info.id)
+    shard = process_state()
+    shard.wait()  # several processes: every one has planned before anything is written
+    if shard.is_main:
+        run_id = open_curvature_run(db, p.config, p.sources).id  # drops changed sources' points
+    shard.wait()
+    if not shard.is_main:
+        found = find_curvature_run(db, p.config)
+        assert found is not None
+        run_id = found[0]
+
+    def still_missing() -> list[MissingPoint]:
+        return _missing(
+            stored_points(db, run_id), p.source_names, p.checkpoints, request.density_at
+        )
+
+    # Each process claims its contiguous share of the missing points (checkpoint order) before
+    # any is measured, then replays the training up to its last one: the training is one
+    # sequential trajectory, so a share of late checkpoints replays (nearly) all of it.
+    owner = claims.new_owner()
+    missing = still_missing()
+    mine = [m for m in shard.split(missing) if claims.claim(db, _point_key(run_id, m), owner)]
+    shard.wait()
+    computed = 0
+    while True:
+        if mine:
+            computed += _measure(ws, run_id, request, p.inputs, mine, owner)
+        missing = still_missing()
+        if not missing:
+            break
+        # points another process holds: wait; a dead one's: take over (the claims tell which)
+        mine = [m for m in missing[::-1] if claims.claim(db, _point_key(run_id, m), owner)][::-1]
+        if not mine:
+            time.sleep(WAIT_SECONDS)
+    if not shard.is_main:  # the main process finishes the run and draws the figures
+        return CurvatureResult(
+            run_id, p.config, p.sources, p.real_note, computed, p.wanted, p.checkpoints,
+            [], [],
+        )  # fmt: skip
+    finish_curvature_run(db, run_id)
     wanted = {(src, it) for src in p.source_names for it in p.checkpoints}
-    points = [pt for pt in read_points(db, info.id) if (pt.source, pt.iteration) in wanted]
-    figures = _figures(figure_folder(request.out), info.id, points, p.source_names)
+    points = [pt for pt in read_points(db, run_id) if (pt.source, pt.iteration) in wanted]
+    figures = _figures(figure_folder(request.out), run_id, points, p.source_names)
     return CurvatureResult(
-        run_id=info.id,
+        run_id=run_id,
         config=p.config,
         sources=p.sources,
         real_note=p.real_note,
-        computed=len(missing),
+        computed=computed,
         wanted=len(wanted),
         checkpoints=p.checkpoints,
         points=points,
         figures=figures,
     )
+
+
+WAIT_SECONDS = 1.0  # how often a process whose remaining points others hold looks again
+
+
+def _point_key(run_id: int, point: MissingPoint) -> str:
+    return f"curvature:{run_id}:{point.source}:{point.iteration}"
 
 
 def _measure(
@@ -487,10 +531,14 @@ def _measure(
     req: CurvatureRequest,
     inputs: _Inputs,
     missing: list[MissingPoint],
-) -> None:
-    """Replay the training up to the last missing checkpoint and store each missing point as
-    soon as it is measured."""
+    owner: str,
+) -> int:
+    """Replay the training up to the last of ``missing`` (points ``owner`` has claimed) and
+    store each as soon as it is measured, releasing its claim; returns how many were stored."""
+    import time
+
     from ddsem.curvature import measure, train_with_checkpoints
+    from ddsem.db import claims
     from ddsem.db.curvature import save_point
 
     device = ws.torch_device()
@@ -499,9 +547,15 @@ def _measure(
     for m in missing:
         todo.setdefault(m.iteration, []).append(m)
 
+    held = {_point_key(run_id, m) for m in missing}
+    last_beat = [time.monotonic()]
     with ws.progress.phase("curvature", max(todo) + len(missing)) as advance:
 
         def on_checkpoint(iteration: int, state) -> None:
+            if time.monotonic() - last_beat[0] > 60:  # keep the claims fresh on long runs
+                for key in held:
+                    claims.heartbeat(ws.db, key, owner)
+                last_beat[0] = time.monotonic()
             for point in todo.get(iteration, []):
                 images, labels = inputs.sources[point.source]
                 m = measure(
@@ -520,12 +574,20 @@ def _measure(
                     top_eigenvalue=m.spectrum.top if m.spectrum else None,
                     spectrum=m.spectrum.as_array() if m.spectrum else None,
                 )
+                key = _point_key(run_id, point)
+                claims.release(ws.db, key, owner)
+                held.discard(key)
                 advance(1)
 
-        train_with_checkpoints(
-            model_cfg, inputs.train_x, inputs.train_y, cfg, sorted(todo), on_checkpoint,
-            seed=req.seed, device=device, progress=advance,
-        )  # fmt: skip
+        try:
+            train_with_checkpoints(
+                model_cfg, inputs.train_x, inputs.train_y, cfg, sorted(todo), on_checkpoint,
+                seed=req.seed, device=device, progress=advance,
+            )  # fmt: skip
+        finally:  # interrupted: the points not measured are free for the next claim
+            for key in list(held):
+                claims.release(ws.db, key, owner)
+    return len(missing)
 
 
 def _figures(out_dir: Path, run_id: int, points: list[PointInfo], sources: list[str]) -> list[Path]:

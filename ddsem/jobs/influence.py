@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from ddsem.db.sets import SetSummary
     from ddsem.influence.loo import Population
     from ddsem.jobs.workspace import Workspace
+    from ddsem.runtime import ProcessState
 
 # ddsem.influence.loo.CONTEXTS, repeated here so that a request validates without torch
 # (tests/test_jobs_influence.py checks that the two agree).
@@ -419,20 +420,62 @@ def register_images(db: Database, p: InfluencePlan) -> None:
 
 
 def run(ws: Workspace, req: InfluenceRequest) -> InfluenceResult:
-    """Plan, register the images, then train what is missing of every seed and finish it."""
+    """Plan, register the images, then train what is missing of every seed and finish it.
+
+    Run as several processes (``accelerate launch`` or ``--processes N``; see
+    ``ddsem.runtime.process_state``), every process plans, the main one registers the images
+    and starts (or replaces) every seed's run while the others wait, then seed after seed each
+    process trains its share of the missing models (``split_between_processes``) and takes over
+    any the others leave (claims), and exactly one finishes the run."""
+    from ddsem.runtime import process_state
+
     p = plan(ws, req)
-    register_images(ws.db, p)
-    return InfluenceResult(p.set.name, tuple(_run_seed(ws, p, s, req.chunk) for s in p.seeds))
+    shard = process_state()
+    if shard.distributed:
+        shard.wait()  # every process has read the database before anything is written
+        if shard.is_main:
+            register_images(ws.db, p)
+            for sp in p.seeds:
+                if sp.status != "complete":
+                    _start_run(ws, p, sp)
+        shard.wait()
+    else:
+        register_images(ws.db, p)
+    return InfluenceResult(
+        p.set.name, tuple(_run_seed(ws, p, s, req.chunk, shard) for s in p.seeds)
+    )
 
 
-def _run_seed(ws: Workspace, p: InfluencePlan, sp: SeedPlan, chunk: int) -> SeedSummary:
-    """Train what is missing of one seed's run, chunk by chunk, then finish it."""
-
+def _start_run(ws: Workspace, p: InfluencePlan, sp: SeedPlan) -> int:
+    """The run row of one seed: the stored one, or a new one (replacing another config's)."""
     from ddsem.db.codec import state_to_blob
     from ddsem.db.influence import start_influence_run
     from ddsem.models import init_state
 
-    context, seed, dev = p.training.influence.context, sp.seed, p.device
+    if sp.stored is not None and not sp.replace:
+        return sp.stored.id
+    return start_influence_run(
+        ws.db,
+        set_id=p.set.id,
+        seed=sp.seed,
+        context=p.training.influence.context,
+        config=p.config,
+        config_hash=p.config_hash,
+        test_indices=p.test_indices,
+        num_models=p.num_models,
+        init_state=state_to_blob(init_state(p.training.model, sp.seed)),
+        device=str(p.device),
+        replace=sp.replace,
+    )
+
+
+def _run_seed(
+    ws: Workspace, p: InfluencePlan, sp: SeedPlan, chunk: int, shard: ProcessState
+) -> SeedSummary:
+    """Train what is missing of one seed's run, chunk by chunk, then finish it."""
+    from ddsem.db.influence import find_run
+
+    context, seed = p.training.influence.context, sp.seed
     if sp.status == "complete" and sp.stored is not None:
         old = sp.stored
         ws.progress.note(
@@ -440,23 +483,13 @@ def _run_seed(ws: Workspace, p: InfluencePlan, sp: SeedPlan, chunk: int) -> Seed
             f"{accuracy_text(old.full_accuracy, context)}); nothing to do"
         )
         return SeedSummary.of(p.set.name, old, skipped=True)
-    if sp.stored is not None and not sp.replace:
-        run_id = sp.stored.id
+    if shard.distributed:  # the main process started it (``run``)
+        found = find_run(ws.db, p.set.id, seed, context)
+        assert found is not None
+        run_id = found.id
     else:
-        run_id = start_influence_run(
-            ws.db,
-            set_id=p.set.id,
-            seed=seed,
-            context=context,
-            config=p.config,
-            config_hash=p.config_hash,
-            test_indices=p.test_indices,
-            num_models=p.num_models,
-            init_state=state_to_blob(init_state(p.training.model, seed)),
-            device=str(dev),
-            replace=sp.replace,
-        )
-    _train_missing(ws, p, run_id, seed, chunk)
+        run_id = _start_run(ws, p, sp)
+    _train_missing(ws, p, run_id, seed, chunk, shard)
     info = _finish_once(ws, p, run_id, seed)
     ws.progress.note(
         f"seed {seed}: {info.num_models} models on {info.num_test} test images, "
@@ -468,8 +501,14 @@ def _run_seed(ws: Workspace, p: InfluencePlan, sp: SeedPlan, chunk: int) -> Seed
 WAIT_SECONDS = 2.0  # how often a job whose remaining models another process holds looks again
 
 
-def _train_missing(ws: Workspace, p: InfluencePlan, run_id: int, seed: int, chunk: int) -> None:
+def _train_missing(
+    ws: Workspace, p: InfluencePlan, run_id: int, seed: int, chunk: int, shard: ProcessState
+) -> None:
     """Train the run's missing models, chunk by chunk, each chunk committed on its own.
+
+    Several processes: each takes its contiguous share of the missing models first, then (from
+    the far end) what the others have not claimed yet, so a slow or killed process's models are
+    trained by the rest; every model still once.
 
     Every model is claimed before it is trained (``ddsem.db.claims``), so the same job started
     twice splits the models between the two processes instead of training each twice; a process
@@ -491,11 +530,13 @@ def _train_missing(ws: Workspace, p: InfluencePlan, run_id: int, seed: int, chun
     missing = [m for m in everything if m not in done_models(ws.db, run_id)]
     if not missing:
         return
+    order = shard.mine_first(missing)
+    missing = [m for m in order if m in missing]
     ws.db.require_writable()  # before the training, not at its first commit
     init = {k: torch.from_numpy(v) for k, v in run_init_state(ws.db, run_id).items()}
     pop = population(p.inputs, p.training)
     test_x, test_y = evaluation_set(p.inputs, p.test_indices)
-    size = max(1, chunk or (len(missing) if dev.type == "cuda" else CPU_CHUNK))
+    size = max(1, chunk or (len(shard.split(missing)) if dev.type == "cuda" else CPU_CHUNK))
     steps = p.training.train.steps
     waiting_said = False
     with ws.progress.phase(f"seed {seed}: model-steps", len(missing) * steps) as advance:
@@ -555,7 +596,11 @@ def _train_missing(ws: Workspace, p: InfluencePlan, run_id: int, seed: int, chun
                 finally:  # done or interrupted: the models are free for the next claim
                     for m in part:
                         claims.release(ws.db, _claim_key(run_id, m), owner)
-            missing = [m for m in everything if m not in done_models(ws.db, run_id)]
+            before = len(missing) - len(part)
+            stored = done_models(ws.db, run_id)
+            missing = [m for m in order if m not in stored]
+            if len(missing) < before:  # models the other processes stored meanwhile
+                advance((before - len(missing)) * steps)
 
 
 def _claim_key(run_id: int, model_index: int) -> str:
