@@ -55,7 +55,8 @@ def test_import_export_round_trip_is_bit_exact(cli, tmp_path):
     assert shown["per_class"] == [2] * 10 and shown["pixel_max"] > 1.0
 
 
-def test_dc_mtt_and_npz_formats(cli, tmp_path):
+def test_dc_mtt_and_npz_formats(cli, tmp_path, monkeypatch):
+    monkeypatch.delenv("DDSEM_DATA", raising=False)  # an MTT file without data to test it
     runs = [[torch.randn(10, 3, 32, 32), torch.arange(10)] for _ in range(3)]
     torch.save({"data": runs, "accs_all_exps": {}}, tmp_path / "res_DC.pt")
     assert (

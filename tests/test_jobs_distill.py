@@ -157,7 +157,7 @@ def test_resume_with_a_different_config_is_refused_naming_the_difference(
         ({"params": (("syn_steps", "3"),)}, "dm has no parameter 'syn_steps'; its parameters"),
         ({"params": (("batch_real", "many"),)}, "--param batch_real needs a int, got 'many'"),
         ({"params": {"lr_img": -1.0}}, "--param lr_img must not be negative"),
-        ({"params": {"iterations": 0}}, "iterations must be positive, got 0"),
+        ({"params": {"iterations": 0}}, "--param iterations must be at least 1, got 0"),
         ({"method": "tm", "batch_real": 4}, "--batch-real does not apply to method tm"),
     ],
 )
