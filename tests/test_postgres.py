@@ -80,6 +80,43 @@ def test_foreign_newer_and_unversioned_databases_are_refused(postgres_url):
         open_db(postgres_url)
 
 
+def test_a_version_2_database_gets_the_estimator_key(postgres_url):
+    """Schema 3 on a server: the estimator column added, the run key's unique constraint
+    replaced, the rows kept (SQLite rebuilds the table instead: tests/test_jobs_estimators.py)."""
+    from ddsem.db.engine import SCHEMA_VERSION
+    from ddsem.db.sets import add_distilled_set
+    from ddsem.db.tables import InfluenceRun
+
+    db = open_db(postgres_url)
+    images = np.zeros((2, 3, 32, 32), np.float32)
+    set_id = add_distilled_set(db, "s", "dm", images, np.arange(2), dataset="cifar10").id
+    with db.session() as s:
+        s.add(InfluenceRun(set_id=set_id, seed=0, config_json="{}", config_hash="h",
+                           test_indices=b"", num_models=3, init_state=b""))  # fmt: skip
+    db.close()
+    for statement in (
+        "ALTER TABLE influencerun DROP CONSTRAINT influencerun_set_id_seed_context_estimator_key",
+        "ALTER TABLE influencerun DROP COLUMN estimator",
+        "ALTER TABLE influencerun ADD CONSTRAINT old_key UNIQUE (set_id, seed, context)",
+        "UPDATE meta SET value = '2' WHERE key = 'schema_version'",
+    ):
+        _sql(postgres_url, statement)
+    open_db(postgres_url).close()  # upgrades
+    engine = create_engine(postgres_url)
+    with engine.connect() as conn:
+        keys = conn.execute(
+            text(
+                "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conrelid = 'influencerun'::regclass AND contype = 'u'"
+            )
+        ).all()
+        rows = conn.execute(text("SELECT seed, estimator FROM influencerun")).all()
+        version = conn.execute(text("SELECT value FROM meta")).scalar_one()
+    engine.dispose()
+    assert [k[1] for k in keys] == ["UNIQUE (set_id, seed, context, estimator)"]
+    assert rows == [(0, "loo")] and version == str(SCHEMA_VERSION)
+
+
 def test_a_missing_database_is_not_created_by_readers(cli, postgres_url):
     r = cli("sets", "list", db=postgres_url)
     assert r.code == 2 and "no ddsem database" in r.err

@@ -13,7 +13,7 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 from ddsem.data import CIFAR10_CLASSES
-from ddsem.db import open_db
+from ddsem.db import SCHEMA_VERSION, open_db
 from ddsem.db.admin import table_counts
 from ddsem.db.codec import state_to_blob, to_blob
 from ddsem.db.sets import add_distilled_set, ensure_dataset, ensure_images
@@ -443,7 +443,13 @@ def test_a_version_1_database_is_migrated_keeping_its_scores(cli, world, tmp_pat
 
     db = open_db(str(path))
     columns2, version2 = columns_and_version(path)
-    assert version2 == "2" and columns2 == [*columns, "chance_ap", "p_value", "q_value", "draws"]
+    assert version2 == str(SCHEMA_VERSION) and columns2 == [
+        *columns,
+        "chance_ap",
+        "p_value",
+        "q_value",
+        "draws",
+    ]
     con = sqlite3.connect(path)
     kept = con.execute(f"SELECT {', '.join(columns)} FROM attributescore ORDER BY id").fetchall()
     new = con.execute("SELECT chance_ap, p_value, q_value, draws FROM attributescore").fetchall()
@@ -461,19 +467,20 @@ def test_a_version_1_database_is_migrated_keeping_its_scores(cli, world, tmp_pat
     assert rows[0]["p_value"] is None and rows[0]["draws"] is None
     assert cli("rank", "--all-classes").code == 0  # ranking again fills them
     assert all(row.p_value is not None for row in stored_scores(open_db(str(path))))
-    assert open_db(str(path)) and columns_and_version(path)[1] == "2"
+    assert open_db(str(path)) and columns_and_version(path)[1] == str(SCHEMA_VERSION)
 
 
 def test_a_newer_schema_stays_refused(cli, tmp_path):
     path = tmp_path / "newer.db"
+    newer = SCHEMA_VERSION + 1
     open_db(str(path)).close()
     con = sqlite3.connect(path)
     with con:
-        con.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+        con.execute(f"UPDATE meta SET value = '{newer}' WHERE key = 'schema_version'")
     con.close()
-    with pytest.raises(UserError, match="schema version 3, newer than this ddsem understands"):
+    with pytest.raises(UserError, match=f"schema version {newer}, newer than this ddsem under"):
         open_db(str(path))
-    assert columns_and_version(path)[1] == "3"
+    assert columns_and_version(path)[1] == str(newer)
 
 
 # -- report and export ---------------------------------------------------------------------------

@@ -249,7 +249,10 @@ def test_an_old_read_only_database_says_how_to_upgrade(tmp_path):
         con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     con.close()
     before = path.read_bytes()
-    with immutable(path), pytest.raises(UserError, match="read-only.*upgraded to version 2"):
+    with (
+        immutable(path),
+        pytest.raises(UserError, match=f"read-only.*upgraded to version {SCHEMA_VERSION}"),
+    ):
         open_db(str(path), readonly=True)
     assert path.read_bytes() == before
     open_db(str(path), readonly=True).close()  # writable again: migrated, then opened ro

@@ -34,7 +34,7 @@ from sqlmodel import Session, SQLModel, create_engine, select
 
 from ddsem.errors import UserError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # The columns each version adds to existing tables (a new table needs no entry: it is created).
 # An older database gets them, and the new version number, in one transaction when it is opened.
 ADDED_COLUMNS: dict[int, list[tuple[str, str, str]]] = {
@@ -44,6 +44,15 @@ ADDED_COLUMNS: dict[int, list[tuple[str, str, str]]] = {
         ("attributescore", "q_value", "FLOAT"),
         ("attributescore", "draws", "INTEGER"),
     ],
+    3: [  # approximate influence estimators beside exact LOO (issue 20)
+        ("influencerun", "estimator", "VARCHAR NOT NULL DEFAULT 'loo'"),
+    ],
+}
+# Tables whose unique constraints change in a version: SQLite cannot alter a constraint, so
+# the table is rebuilt from its current definition (rows copied, foreign keys checked); a
+# server database gets the old constraint dropped and the new one added.
+REBUILT_TABLES: dict[int, list[str]] = {
+    3: ["influencerun"],  # a run is (set, seed, context, estimator), no longer (set, seed, context)
 }
 DEFAULT_DB = "ddsem.db"
 BUSY_TIMEOUT_MS = 30_000
@@ -471,23 +480,32 @@ def _upgrade(engine: Engine, version: int | None, is_sqlite: bool) -> None:
     from ddsem.db import tables
 
     meta = tables.Meta.__table__
+    start = version or 0  # new, or created unstamped: any missing added column
+    steps = range(start + 1, SCHEMA_VERSION + 1)
+    rebuild = [t for step in steps for t in REBUILT_TABLES.get(step, [])]
     with engine.connect() as conn:
         try:
-            if is_sqlite:  # pysqlite opens no transaction before DDL: open it here, taking
-                # the write lock at once, so that processes creating the same new database
-                # wait for each other (busy timeout) instead of failing to upgrade a read lock
+            if is_sqlite:
+                if rebuild:  # a rebuild drops a parent table: no cascade may run meanwhile
+                    conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                # pysqlite opens no transaction before DDL: open it here, taking the write
+                # lock at once, so that processes creating the same new database wait for
+                # each other (busy timeout) instead of failing to upgrade a read lock
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
+            existing = set(inspect(conn).get_table_names())
             SQLModel.metadata.create_all(conn)
             inspector = inspect(conn)
             present = {
                 t: {c["name"] for c in inspector.get_columns(t)}
                 for t in inspector.get_table_names()
             }
-            start = version or 0  # new, or created unstamped: any missing added column
             for step in range(start + 1, SCHEMA_VERSION + 1):
                 for table, column, sql_type in ADDED_COLUMNS.get(step, []):
                     if column not in present.get(table, set()):
                         conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+            for table in rebuild:
+                if table in existing:  # a table created just now has its new constraints
+                    _rebuild(conn, table, is_sqlite)
             found = conn.execute(
                 sa_select(meta.c.key).where(meta.c.key == "schema_version")
             ).first()
@@ -503,6 +521,40 @@ def _upgrade(engine: Engine, version: int | None, is_sqlite: bool) -> None:
         except BaseException:
             conn.rollback()
             raise
+        finally:
+            if is_sqlite and rebuild:
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+
+
+def _rebuild(conn: Any, name: str, is_sqlite: bool) -> None:
+    """Give an existing table the unique constraints of its current definition, keeping its
+    rows (inside the upgrade's transaction)."""
+    from sqlalchemy import UniqueConstraint
+    from sqlalchemy.schema import AddConstraint, CreateIndex, CreateTable
+
+    table = SQLModel.metadata.tables[name]
+    wanted = [c for c in table.constraints if isinstance(c, UniqueConstraint)]
+    if not is_sqlite:
+        for old in inspect(conn).get_unique_constraints(name):
+            conn.exec_driver_sql(f'ALTER TABLE {name} DROP CONSTRAINT "{old["name"]}"')
+        for constraint in wanted:
+            conn.execute(AddConstraint(constraint))
+        return
+    # SQLite's procedure (sqlite.org/lang_altertable.html, "other kinds of table schema
+    # changes"): new table, copy, drop the old, rename, indexes, foreign_key_check
+    ddl = str(CreateTable(table).compile(dialect=conn.dialect))
+    head = f"CREATE TABLE {name} ("
+    assert head in ddl, ddl
+    conn.exec_driver_sql(ddl.replace(head, f"CREATE TABLE {name}_rebuilt (", 1))
+    columns = ", ".join(c.name for c in table.columns)
+    conn.exec_driver_sql(f"INSERT INTO {name}_rebuilt ({columns}) SELECT {columns} FROM {name}")
+    conn.exec_driver_sql(f"DROP TABLE {name}")
+    conn.exec_driver_sql(f"ALTER TABLE {name}_rebuilt RENAME TO {name}")
+    for index in table.indexes:
+        conn.execute(CreateIndex(index))
+    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        raise UserError(f"upgrading {name} would break {len(broken)} foreign keys; unchanged")
 
 
 def database_files(db: Database | str) -> tuple[Path, ...]:

@@ -33,6 +33,7 @@ class InfluenceRunInfo:
     wall_seconds: float | None = None
     models_done: int = 0
     num_test: int = 0
+    estimator: str = "loo"  # loo: exact leave-one-out; if | tracin | trak: an approximation
 
 
 def _info(r: InfluenceRun, models_done: int = 0) -> InfluenceRunInfo:
@@ -40,21 +41,31 @@ def _info(r: InfluenceRun, models_done: int = 0) -> InfluenceRunInfo:
         id=r.id or 0, set_id=r.set_id, seed=r.seed, context=r.context, status=r.status,
         num_models=r.num_models, full_accuracy=r.full_accuracy, config=json.loads(r.config_json),
         config_hash=r.config_hash, device=r.device, wall_seconds=r.wall_seconds,
-        models_done=models_done, num_test=len(from_blob(r.test_indices)),
+        models_done=models_done, num_test=len(from_blob(r.test_indices)), estimator=r.estimator,
     )  # fmt: skip
 
 
 def list_runs(
-    db: Database, set_id: int, *, context: str | None = None, complete_only: bool = True
+    db: Database,
+    set_id: int,
+    *,
+    context: str | None = None,
+    complete_only: bool = True,
+    estimator: str | None = "loo",
 ) -> list[InfluenceRunInfo]:
-    """The influence runs of a set (complete ones only by default), by context then seed."""
+    """The influence runs of a set (complete ones only by default), by context then seed; of
+    exact LOO by default (``estimator``; None: every estimator's)."""
     with db.session() as s:
         q = select(InfluenceRun).where(InfluenceRun.set_id == set_id)
         if context is not None:
             q = q.where(InfluenceRun.context == context)
+        if estimator is not None:
+            q = q.where(InfluenceRun.estimator == estimator)
         if complete_only:
             q = q.where(InfluenceRun.status == "complete")
-        runs = s.exec(q.order_by(InfluenceRun.context, InfluenceRun.seed)).all()
+        runs = s.exec(
+            q.order_by(InfluenceRun.estimator, InfluenceRun.context, InfluenceRun.seed)
+        ).all()
         counts = dict(
             s.exec(
                 select(InfluenceModel.run_id, func.count())
@@ -91,14 +102,17 @@ def load_influence(db: Database, run_id: int) -> tuple[np.ndarray, np.ndarray]:
 # -- writes of `ddsem influence` -----------------------------------------------------------------
 
 
-def find_run(db: Database, set_id: int, seed: int, context: str) -> InfluenceRunInfo | None:
-    """The run of (set, seed, context) in any status, or None."""
+def find_run(
+    db: Database, set_id: int, seed: int, context: str, estimator: str = "loo"
+) -> InfluenceRunInfo | None:
+    """The run of (set, seed, context, estimator) in any status, or None."""
     with db.session() as s:
         run = s.exec(
             select(InfluenceRun).where(
                 InfluenceRun.set_id == set_id,
                 InfluenceRun.seed == seed,
                 InfluenceRun.context == context,
+                InfluenceRun.estimator == estimator,
             )
         ).first()
         if run is None:
@@ -160,6 +174,7 @@ def _start_run(
                 InfluenceRun.set_id == set_id,
                 InfluenceRun.seed == seed,
                 InfluenceRun.context == context,
+                InfluenceRun.estimator == "loo",
             )
         ).first()
         if old is not None:
@@ -292,28 +307,97 @@ def finish_influence_run(
                 f"influence run {run_id} was deleted while this job trained its models "
                 "(its set was deleted or the run replaced); nothing more is written"
             )
-        for table in (InfluenceTopK, InfluenceRow):
-            s.exec(delete(table).where(table.run_id == run_id))
-        for i in range(influence.shape[0]):
+        _write_matrix(s, run, influence, test_indices, test_labels, top_positions, top_values)
+        run.full_accuracy = float(full_accuracy)
+        s.add(run)
+
+
+def _write_matrix(
+    s, run: InfluenceRun, influence, test_indices, test_labels, top_positions, top_values
+) -> None:  # fmt: skip
+    """The rows and top-k table of a run, replacing any, and status "complete"."""
+    run_id = int(run.id or 0)
+    for table in (InfluenceTopK, InfluenceRow):
+        s.exec(delete(table).where(table.run_id == run_id))
+    for i in range(influence.shape[0]):
+        s.add(
+            InfluenceRow(
+                run_id=run_id,
+                distilled_index=i,
+                values=to_blob(np.asarray(influence[i], dtype=np.float32)),
+            )
+        )
+        for rank, (pos, value) in enumerate(zip(top_positions[i], top_values[i], strict=True)):
             s.add(
-                InfluenceRow(
+                InfluenceTopK(
                     run_id=run_id,
                     distilled_index=i,
-                    values=to_blob(np.asarray(influence[i], dtype=np.float32)),
+                    rank=rank,
+                    test_index=int(test_indices[pos]),
+                    test_label=int(test_labels[pos]),
+                    value=float(value),
                 )
             )
-            for rank, (pos, value) in enumerate(zip(top_positions[i], top_values[i], strict=True)):
-                s.add(
-                    InfluenceTopK(
-                        run_id=run_id,
-                        distilled_index=i,
-                        rank=rank,
-                        test_index=int(test_indices[pos]),
-                        test_label=int(test_labels[pos]),
-                        value=float(value),
-                    )
+    run.status = "complete"
+    run.finished_at = now()
+
+
+def store_estimated_run(
+    db: Database,
+    *,
+    set_id: int,
+    seed: int,
+    context: str,
+    estimator: str,
+    config: dict[str, Any],
+    config_hash: str,
+    test_indices: np.ndarray,
+    test_labels: np.ndarray,
+    trainings: int,
+    init_state: bytes,
+    influence: np.ndarray,
+    top_positions: np.ndarray,
+    top_values: np.ndarray,
+    full_accuracy: float,
+    device: str,
+    wall_seconds: float,
+) -> int:
+    """Store an approximate estimator's whole run (row, matrix, top-k table, "complete") in one
+    transaction, replacing the run of the same (set, seed, context, estimator): an estimate is
+    computed in one piece, so a killed one leaves nothing and its re-run computes it again."""
+
+    def write() -> int:
+        with db.session() as s:
+            old = s.exec(
+                select(InfluenceRun.id).where(
+                    InfluenceRun.set_id == set_id,
+                    InfluenceRun.seed == seed,
+                    InfluenceRun.context == context,
+                    InfluenceRun.estimator == estimator,
                 )
-        run.status = "complete"
-        run.full_accuracy = float(full_accuracy)
-        run.finished_at = now()
-        s.add(run)
+            ).first()
+            if old is not None:
+                _delete_run(s, int(old))
+                s.flush()
+            run = InfluenceRun(
+                set_id=set_id,
+                seed=seed,
+                context=context,
+                estimator=estimator,
+                status="running",
+                config_json=json.dumps(config, sort_keys=True),
+                config_hash=config_hash,
+                test_indices=to_blob(np.asarray(test_indices, dtype=np.int64)),
+                num_models=trainings,
+                init_state=init_state,
+                device=device,
+                wall_seconds=wall_seconds,
+            )
+            s.add(run)
+            s.flush()
+            _write_matrix(s, run, influence, test_indices, test_labels, top_positions, top_values)
+            run.full_accuracy = float(full_accuracy)
+            s.add(run)
+            return int(run.id or 0)
+
+    return retry_on_conflict(write)

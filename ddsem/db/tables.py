@@ -108,14 +108,18 @@ class DistilledImage(SQLModel, table=True):
 
 
 class InfluenceRun(SQLModel, table=True):
-    """One (set, seed, context) leave-one-out run. ``status`` is "running" until every model and
-    every influence row is written, then "complete"; readers ignore runs that are not complete."""
+    """One (set, seed, context, estimator) influence run: exact leave-one-out (``loo``) or an
+    approximation (``if``, ``tracin``, ``trak``; schema version 3). ``status`` is "running" until
+    every model and every influence row is written, then "complete"; readers ignore runs that
+    are not complete. An estimator's run has no InfluenceModel rows: ``num_models`` counts the
+    trainings it cost."""
 
-    __table_args__ = (UniqueConstraint("set_id", "seed", "context"),)
+    __table_args__ = (UniqueConstraint("set_id", "seed", "context", "estimator"),)
     id: int | None = Field(default=None, primary_key=True)
     set_id: int = Field(foreign_key="distilledset.id", index=True, ondelete="CASCADE")
     seed: int
     context: str = "distilled"  # distilled | real
+    estimator: str = "loo"  # loo (exact) | if | tracin | trak
     status: str = "running"
     config_json: str  # model + training config, test selection, context parameters
     config_hash: str
