@@ -66,6 +66,29 @@ class InfluenceConfig:
     top_k: int = 100  # most influenced test images kept per distilled image for plain SQL
 
 
+# Influence estimators (issue 20): exact LOO retrains N + 1 models; the others train one.
+ESTIMATORS = ("loo", "if", "tracin", "trak")
+# The optional Python package each approximate estimator needs (pip install NAME).
+ESTIMATOR_PACKAGES = {"if": "kronfluence", "trak": "traker"}
+
+
+@dataclass(frozen=True)
+class EstimatorConfig:
+    """Approximate influence from ONE training (ddsem.influence.estimators). Sources: TracIn,
+    Pruthi et al. 2020 ("Estimating training data influence by tracing gradient descent":
+    gradient dot products summed over a few checkpoints of the run); influence functions,
+    Koh & Liang 2017 with EK-FAC curvature as in Grosse et al. 2023 (kronfluence); TRAK, Park
+    et al. 2023 ("TRAK: attributing model behavior at scale"; traker)."""
+
+    checkpoints: int = 10  # TracIn/TRAK: evenly spaced along the training, the last = the final
+    #   state (Pruthi et al. 2020 use a few checkpoints)
+    damping: float | None = None  # IF: kronfluence's damping; None = the weight decay when the
+    #   training has one (the Hessian of its wd/2 |theta|^2 term), else kronfluence's heuristic
+    #   (0.1 x the mean eigenvalue)
+    strategy: str = "ekfac"  # IF: kronfluence factor strategy (ekfac | kfac | diagonal | identity)
+    proj_dim: int = 2048  # TRAK: projection dimension (Park et al. 2023 / traker default 2048)
+
+
 # -- distillation (ddsem distill / ddsem evaluate) -----------------------------------------------
 
 # Differentiable siamese augmentation families (DSA, Zhao & Bilen 2021: --dsa_strategy default).

@@ -11,6 +11,7 @@ from torch import nn
 from ddsem.config import ModelConfig
 from ddsem.errors import UserError
 from ddsem.models.convnet import ConvNet
+from ddsem.models.linear import Linear
 from ddsem.models.zoo import VGG11, AlexNet, ResNet18
 
 
@@ -26,6 +27,7 @@ ARCHITECTURES: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "vgg11bn": _batchnorm(VGG11),
     "resnet18": ResNet18,
     "resnet18bn": _batchnorm(ResNet18),
+    "linear": Linear,  # softmax regression on the pixels (estimator tests)
 }
 
 # The normalisation each architecture has in the DC/MTT code bases (others: instance norm).
