@@ -102,7 +102,7 @@ def test_run_stores_n_plus_one_models_per_seed_and_complete_runs(workspace, synt
     first = result.as_json()[0]
     assert set(first) == {
         "set", "run_id", "seed", "context", "status", "skipped", "num_models", "num_test",
-        "full_accuracy", "device", "wall_seconds",
+        "full_accuracy", "device", "wall_seconds", "estimator",
     }  # fmt: skip
     assert first["status"] == "complete" and not first["skipped"]
     assert first["num_models"] == N + 1 and first["num_test"] == 30
@@ -262,7 +262,7 @@ def test_show_reads_the_stored_runs(workspace, synthetic):
     order = np.argsort(-matrix[2], kind="stable")[:3]
     assert [t.test_index for t in one.top] == test_indices[order].tolist()
     assert one.scope == "seed:0" and one.seeds == (0,) and one.stored_top_k is None
-    assert set(one.as_json()) == {"set", "image", "label", "class", "context", "scope", "seeds", "top"}  # fmt: skip
+    assert set(one.as_json()) == {"set", "image", "label", "class", "context", "scope", "seeds", "top", "estimator"}  # fmt: skip
     assert job.show_image(workspace, "tiny", image=2, seed=0, top=8).stored_top_k == 5
 
     mean = job.show_image(workspace, "tiny", image=2, top=4)

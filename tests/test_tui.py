@@ -219,8 +219,16 @@ def test_scopes_filters_and_cycling():
     assert vm.available_filters([], 4, asked=7) == [-1, 4, 7]
     assert vm.cycle(["a", "b"], "b") == "a"
     assert vm.cycle(["a", "b"], "z") == "a"
-    assert vm.scope_arguments("seed:2") == {"seed": 2, "mean_over_seeds": False}
-    assert vm.scope_arguments("mean") == {"seed": None, "mean_over_seeds": True}
+    assert vm.scope_arguments("seed:2") == {"seed": 2, "mean_over_seeds": False, "estimator": "loo"}
+    assert vm.scope_arguments("mean") == {"seed": None, "mean_over_seeds": True, "estimator": "loo"}
+    # an approximate estimator's scopes (issue 20): after exact LOO's, each with its own mean
+    assert vm.scope_arguments("tracin/seed:1") == {
+        "seed": 1, "mean_over_seeds": False, "estimator": "tracin",
+    }  # fmt: skip
+    assert vm.scope_seed("tracin/seed:1") == 1 and vm.scope_estimator("tracin/mean") == "tracin"
+    assert vm.available_scopes(["seed:0"], [0], [("if", 0), ("if", 1), ("tracin", 0)]) == [
+        "seed:0", "if/mean", "if/seed:0", "if/seed:1", "tracin/seed:0",
+    ]  # fmt: skip
 
 
 def test_empty_state_messages_name_the_next_command():
@@ -691,6 +699,44 @@ async def test_a_mean_over_seeds_shows_the_sd_and_significance_in_every_seed(db,
             assert row[8] == ("*" if result.significant_in_every_seed else "")
         assert rows[0][1] == "#1" and rows[0][7] == "*"
         assert "mean" in text_of(app, "#understood")
+
+
+@pytest.mark.anyio
+async def test_an_estimators_run_is_a_scope_of_its_own_in_the_detail_view(db, facts):
+    """An approximate estimator's run (issue 20): the detail view's scope cycles through it
+    after exact LOO's, and its top-k table and curve are the estimate's, named as such."""
+    from ddsem.db.codec import from_blob, state_to_blob
+    from ddsem.db.influence import store_estimated_run
+    from ddsem.db.tables import InfluenceRun
+    from ddsem.influence.loo import top_k
+
+    with db.session() as s:
+        first = s.get(InfluenceRun, facts["run_id"])
+        set_id, tests = first.set_id, from_blob(first.test_indices)
+    estimate = -facts["matrix"]  # reversed, so the top-k table differs from exact LOO's
+    positions, values = top_k(estimate, 5)
+    store_estimated_run(
+        db, set_id=set_id, seed=0, context="distilled", estimator="tracin", config={},
+        config_hash="fixture", test_indices=tests, test_labels=np.zeros(len(tests), np.int64),
+        trainings=1, init_state=state_to_blob({}), influence=estimate, top_positions=positions,
+        top_values=values, full_accuracy=0.2, device="cpu", wall_seconds=1.0,
+    )  # fmt: skip
+    app = make_app(db)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.press("right", "enter")  # image #1
+        await settle(pilot)
+        assert app.screen.scopes == ["seed:0", "tracin/seed:0"]
+        assert "(seed 0;" in text_of(app, "#influenced-title")
+        await pilot.press("s")
+        await settle(pilot)
+        assert app.screen.scope == "tracin/seed:0"
+        assert "tracin seed 0" in text_of(app, "#influenced-title")
+        influenced = app.screen.query_one("#influenced").tiles
+        top = np.argsort(-estimate[1], kind="stable")[: len(influenced)]
+        assert [t.data.key for t in influenced] == tests[top].tolist()  # test indices
 
 
 @pytest.mark.anyio

@@ -15,20 +15,38 @@ from typing import TYPE_CHECKING
 import typer
 
 from ddsem.cli import common
-from ddsem.config import InfluenceConfig, ModelConfig, TrainConfig
+from ddsem.config import (
+    ESTIMATORS,
+    EstimatorConfig,
+    InfluenceConfig,
+    ModelConfig,
+    TrainConfig,
+)
 
 if TYPE_CHECKING:
     from ddsem.jobs.influence import ImageInfluence, RunsView
 
 app = typer.Typer(
     help=(
-        "Exact leave-one-out influence: `ddsem influence --method bptt [--seeds 0,1,2]` computes "
-        "it; `show` and `check` read it."
+        "Leave-one-out influence: `ddsem influence --method bptt [--seeds 0,1,2]` computes it "
+        "exactly, `--estimator if|tracin|trak` approximates it from one training; `show`, "
+        "`check` and `compare` read it."
     ),
     invoke_without_command=True,
 )
 
 CPU_CHUNK = 4  # ddsem.jobs.influence.CPU_CHUNK (not imported: the help must not load the job)
+ESTIMATION = EstimatorConfig()
+ESTIMATOR_HELP = (
+    "loo: exact leave-one-out (N+1 trainings per seed); if: influence functions with EK-FAC "
+    "curvature (kronfluence); tracin: gradient dot products over checkpoints (TracIn); trak: "
+    "TRAK (traker). The approximations train one model per seed and are stored beside the "
+    "exact runs; `ddsem influence compare` scores them against exact LOO."
+)
+
+
+def estimator_option() -> str:
+    return typer.Option("loo", "--estimator", help=f"{' | '.join(ESTIMATORS)}. " + ESTIMATOR_HELP)
 
 
 @app.callback(invoke_without_command=True)
@@ -73,6 +91,24 @@ def influence(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace runs of this set/seed/context with another config."
     ),
+    estimator: str = estimator_option(),
+    checkpoints: int = typer.Option(
+        ESTIMATION.checkpoints,
+        "--checkpoints",
+        help="tracin, trak: checkpoints of the training, evenly spaced, the last the final model.",
+    ),
+    damping: float = typer.Option(
+        None,
+        "--damping",
+        help="if: damping added to the curvature [default: kronfluence's heuristic, 0.1 x the "
+        "mean eigenvalue].",
+    ),
+    strategy: str = typer.Option(
+        ESTIMATION.strategy, "--strategy", help="if: ekfac, kfac, diagonal or identity."
+    ),
+    proj_dim: int = typer.Option(
+        ESTIMATION.proj_dim, "--proj-dim", help="trak: random projection dimension."
+    ),
     as_json: bool = common.json_option(),
     processes: int = common.processes_option(),
 ) -> None:
@@ -106,6 +142,10 @@ def influence(
         chunk=chunk,
         overwrite=overwrite,
         selection_seed=common.seed(),
+        estimator=estimator,
+        estimation=EstimatorConfig(
+            checkpoints=checkpoints, damping=damping, strategy=strategy, proj_dim=proj_dim
+        ),
     )
     source = common.data_source(data)
     common.launch(processes, "influence")
@@ -124,13 +164,14 @@ def show(
     ),
     context: str = typer.Option(InfluenceConfig.context, "--context", help="distilled or real."),
     top: int = typer.Option(10, "--top", help="With --image: how many test images."),
+    estimator: str = typer.Option("loo", "--estimator", help="With --image: whose runs."),
     as_json: bool = common.json_option(),
 ) -> None:
     """The runs of a set, or (--image K) the test images distilled image K influences most.
     With --image, the global --seed S shows seed S's run [default: mean over seeds]."""
     from ddsem.jobs import influence as job
 
-    request = job.ShowRequest(set_name, method, image, common.OPTIONS.seed, context, top)
+    request = job.ShowRequest(set_name, method, image, common.OPTIONS.seed, context, top, estimator)
     ws = common.workspace(create=False, quiet=as_json)
     view = job.show(ws, request)
     if as_json:
@@ -149,13 +190,26 @@ def _print_runs(view: RunsView) -> None:
         return
     common.table(
         f"influence runs of set {view.set_name!r} ({view.num_images} images)",
-        ["seed", "context", "status", "models", "tests", "ref. accuracy", "device", "train s"],
+        [
+            "estimator",
+            "seed",
+            "context",
+            "status",
+            "models",
+            "tests",
+            "ref. accuracy",
+            "device",
+            "train s",
+        ],
         [
             [
+                r.estimator,
                 r.seed,
                 r.context,
                 r.status,
-                f"{r.models_done}/{r.num_models}",
+                f"{r.models_done}/{r.num_models}"
+                if r.estimator == "loo"
+                else f"{r.num_models} trained",
                 r.num_test,
                 "-" if r.full_accuracy is None else f"{100 * r.full_accuracy:.2f}%",
                 r.device,
@@ -171,9 +225,10 @@ def _print_image(view: ImageInfluence) -> None:
         common.echo(f"(the stored top-k table holds {view.stored_top_k} per image)")
     seeds_text = ",".join(str(s) for s in view.seeds)
     what = "mean over seeds" if view.scope == "mean" else "seed"
+    how = "exact LOO" if view.estimator == "loo" else f"estimator {view.estimator}"
     common.echo(
         f"distilled image {view.image} ({view.class_name}) of set {view.set_name!r}: the test "
-        f"images it influences most ({view.context} context, {what} {seeds_text})"
+        f"images it influences most ({how}, {view.context} context, {what} {seeds_text})"
     )
     common.table(
         "",
@@ -207,3 +262,80 @@ def check(
         return
     for line in report.describe():
         common.echo(line)
+
+
+@app.command("compare")
+def compare(
+    method: str = common.method_option(),
+    set_name: str = common.set_option(),
+    top_k: int = typer.Option(
+        10, "--top-k", help="Most influenced test images per distilled image, for the overlap."
+    ),
+    out: str = typer.Option(None, "--out", help="Folder for the PNG scatter plots."),
+    semantic: bool = typer.Option(
+        True,
+        "--semantic/--no-semantic",
+        help="Also compare the significant semantic answers (needs annotated test images).",
+    ),
+    alpha: float = typer.Option(
+        0.05, "--alpha", help="Significant: Benjamini-Hochberg q below it."
+    ),
+    draws: int = typer.Option(
+        10_000, "--draws", help="Most permutation-null draws per (test images, positives)."
+    ),
+    as_json: bool = common.json_option(),
+) -> None:
+    """Score every approximate estimator's runs of the set against exact LOO: Pearson and
+    Spearman (per distilled image and overall), top-k overlap of the most influenced test
+    images (chance: k / T), how many of exact LOO's significant (image, class, attribute)
+    answers each estimate also finds and how many it adds, and the cost of each. With two
+    exact seeds, the first row is exact LOO of one seed against the other: the agreement an
+    estimate cannot be expected to beat."""
+    from ddsem.jobs import influence_compare as job
+
+    ws = common.workspace(create=False, quiet=as_json)
+    request = job.CompareRequest(set_name, method, top_k, out, semantic, alpha, draws)
+    report = job.run(ws, request)
+    if as_json:
+        common.print_json(report.as_json())
+        return
+    _print_comparison(report)
+
+
+def _print_comparison(report) -> None:  # noqa: ANN001  (ddsem.jobs.influence_compare.CompareReport)
+    rows = [r for r in [report.reference, *report.comparisons] if r is not None]
+    k = rows[0].fidelity.top_k
+    common.table(
+        f"estimators of set {report.set_name!r} ({report.num_images} distilled images) against "
+        f"exact LOO (seeds {', '.join(map(str, report.exact_seeds))})",
+        ["estimator", "seed", "vs LOO seed", "tests", "Pearson", "Spearman",
+         "Spearman/image", f"top-{k} overlap", "LOO answers found", "added", "seconds",
+         "trainings", "speed-up"],
+        [
+            [
+                "loo (another seed)" if c.estimator == "loo" else c.estimator,
+                c.seed,
+                c.exact_seed,
+                c.test_images,
+                f"{c.fidelity.pearson:.3f}",
+                f"{c.fidelity.spearman:.3f}",
+                f"{c.fidelity.spearman_mean:.3f}",
+                f"{c.fidelity.overlap:.2f} (chance {c.fidelity.chance_overlap:.2f})",
+                "-" if c.answers is None else f"{c.answers.found}/{c.answers.exact}",
+                "-" if c.answers is None else c.answers.added,
+                f"{c.cost.seconds:.1f}",
+                c.cost.trainings,
+                f"{c.speedup:.1f}x",
+            ]
+            for c in rows
+        ],
+    )  # fmt: skip
+    notes = {c.answers_note for c in rows if c.answers_note}
+    for note in sorted(notes):
+        common.echo(f"semantic answers: {note}")
+    common.echo(
+        f"exact LOO cost {rows[0].exact_cost.seconds:.1f} s for {rows[0].exact_cost.trainings} "
+        "trainings per seed; speed-up = exact seconds / the estimate's seconds"
+    )
+    for path in report.figures:
+        common.echo(f"figure: {path}")

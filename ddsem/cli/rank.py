@@ -36,6 +36,16 @@ def draws_option() -> int:
     return typer.Option(SIGNIFICANCE.max_draws, "--draws", help=DRAWS_HELP)
 
 
+def estimator_option() -> str:
+    return typer.Option(
+        "loo",
+        "--estimator",
+        help="Whose influence: loo (exact leave-one-out) or an approximation stored by "
+        "`ddsem influence --estimator if|tracin|trak` (its scores are kept apart, as scope "
+        "ESTIMATOR/seed:S or ESTIMATOR/mean).",
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Mount the three top-level commands on the root app."""
     app.command("rank")(rank)
@@ -59,6 +69,7 @@ def rank(
     ),
     alpha: float = alpha_option(),
     draws: int = draws_option(),
+    estimator: str = estimator_option(),
     as_json: bool = common.json_option(),
 ) -> None:
     """PR-AUC (scikit-learn's average precision) of every distilled image x attribute (x class),
@@ -89,6 +100,7 @@ def rank(
         min_positives=min_positives,
         alpha=alpha,
         draws=draws,
+        estimator=estimator,
     )
     result = job.run(common.workspace(quiet=as_json), request)
     if as_json:
@@ -132,7 +144,7 @@ def render_rank(result, min_positives: int) -> None:
     )
     agreement = result.seed_agreement
     if agreement is not None:
-        scopes = ", ".join(f"seed:{s}" for s in agreement.seeds)
+        scopes = ", ".join(agreement.scopes)
         per_seed = ", ".join(
             f"seed {s}: {n}"
             for s, n in zip(agreement.seeds, agreement.significant_by_seed, strict=True)
@@ -196,6 +208,7 @@ def query(
     ),
     alpha: float = alpha_option(),
     draws: int = draws_option(),
+    estimator: str = estimator_option(),
     as_json: bool = common.json_option(),
 ) -> None:
     """Which distilled images drive a semantic? Ranked by average precision, judged against
@@ -221,6 +234,7 @@ def query(
         images=images,
         alpha=alpha,
         draws=draws,
+        estimator=estimator,
     )
     answer = job.run(common.workspace(create=False, quiet=as_json), request)
     if as_json:
@@ -299,6 +313,7 @@ def report(
     ),
     alpha: float = alpha_option(),
     draws: int = draws_option(),
+    estimator: str = estimator_option(),
 ) -> None:
     """Figures and tables of the semantics: PR curves, influence grids, Table 1 (MD, CSV).
 
@@ -321,6 +336,7 @@ def report(
         min_positives=min_positives,
         alpha=alpha,
         draws=draws,
+        estimator=estimator,
     )
     render_report(job.run(common.workspace(), request))
 

@@ -227,9 +227,12 @@ def distilled_images_at(db: Database, set_id: int, indices: Sequence[int]) -> li
 # -- influence -----------------------------------------------------------------------------------
 
 
-def complete_runs(db: Database, set_id: int, context: str = "distilled") -> list[InfluenceRunInfo]:
-    """The complete influence runs of a set in one context, by seed."""
-    return list_runs(db, set_id, context=context, complete_only=True)
+def complete_runs(
+    db: Database, set_id: int, context: str = "distilled", estimator: str | None = "loo"
+) -> list[InfluenceRunInfo]:
+    """The complete influence runs of a set in one context, by seed (exact LOO's by default;
+    ``estimator`` None: every estimator's, by estimator then seed)."""
+    return list_runs(db, set_id, context=context, complete_only=True, estimator=estimator)
 
 
 @dataclass(frozen=True)
@@ -334,12 +337,15 @@ class ScoreOptions:
     class_filters: list[int] = field(default_factory=list)  # -1 (all test images) first
 
 
-def _scope_order(scope: str) -> tuple[int, int, str]:
-    if scope == "mean":
-        return (0, 0, scope)
-    if scope.startswith("seed:") and scope[5:].lstrip("-").isdigit():
-        return (1, int(scope[5:]), scope)
-    return (2, 0, scope)
+def _scope_order(scope: str) -> tuple[int, str, int, int, str]:
+    """Exact LOO's scopes first ("mean", then seeds in order), then each estimator's."""
+    estimator, _, rest = scope.rpartition("/")
+    head = (0 if not estimator else 1, estimator)
+    if rest == "mean":
+        return (*head, 0, 0, scope)
+    if rest.startswith("seed:") and rest[5:].lstrip("-").isdigit():
+        return (*head, 1, int(rest[5:]), scope)
+    return (*head, 2, 0, scope)
 
 
 def score_options(db: Database, set_id: int, distilled_index: int) -> ScoreOptions:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ddsem.config import InfluenceConfig, ModelConfig, TrainConfig
+from ddsem.config import ESTIMATORS, EstimatorConfig, InfluenceConfig, ModelConfig, TrainConfig
 from ddsem.errors import UserError
 from ddsem.jobs.common import (
     DataSource,
@@ -55,6 +55,27 @@ def check_context(context: str) -> None:
     check(context in CONTEXTS, f"unknown --context {context!r}: use {' or '.join(CONTEXTS)}")
 
 
+def check_estimator(estimator: str) -> None:
+    check(
+        estimator in ESTIMATORS,
+        f"unknown --estimator {estimator!r}: use {', '.join(ESTIMATORS)} (loo: exact)",
+    )
+
+
+STRATEGIES = ("ekfac", "kfac", "diagonal", "identity")  # kronfluence's factor strategies
+
+
+def check_estimation(e: EstimatorConfig) -> None:
+    positive(e.checkpoints, "--checkpoints")
+    positive(e.proj_dim, "--proj-dim")
+    if e.damping is not None:
+        positive(e.damping, "--damping")
+    check(
+        e.strategy in STRATEGIES,
+        f"unknown --strategy {e.strategy!r}: use {', '.join(STRATEGIES)}",
+    )
+
+
 # -- the request ----------------------------------------------------------------------------------
 
 
@@ -78,8 +99,17 @@ class InfluenceRequest:
     data: DataSource = None
     overwrite: bool = False
     selection_seed: int = InfluenceConfig.selection_seed
+    estimator: str = "loo"  # loo: exact leave-one-out; if | tracin | trak: an approximation
+    estimation: EstimatorConfig = EstimatorConfig()  # the approximation's own options
 
     def __post_init__(self) -> None:
+        check_estimator(self.estimator)
+        check_estimation(self.estimation)  # (checked for loo too: a typo is still a typo)
+        check(
+            self.estimator == "loo" or self.context == "distilled",
+            f"--estimator {self.estimator} estimates the distilled context only: leave "
+            "--context at distilled (the real context is exact LOO's)",
+        )
         seeds = unique_ints(tuple(self.seeds), "--seeds")
         check(all(s >= 0 for s in seeds), "--seeds must be non-negative integers")
         for s in seeds:
@@ -272,14 +302,22 @@ class InfluencePlan:
         return sum(len(s.missing) for s in self.seeds)
 
 
-def plan(ws: Workspace, req: InfluenceRequest) -> InfluencePlan:
-    """The set and data validated, the configs and their hash, and per seed what is stored and
-    what is missing. Refuses a stored run of another config unless ``overwrite``. Reads only."""
+@dataclass
+class RunSetup:
+    """What every estimator's run of a request shares: the validated set and data, how its
+    models train, the config (the run key's provenance) and the test images."""
+
+    inputs: SetInputs
+    training: Training
+    config: dict[str, Any]
+    test_indices: np.ndarray
+    device: torch.device
+
+
+def setup(ws: Workspace, req: InfluenceRequest) -> RunSetup:
+    """The set and data validated and the configs of a run of ``req``. Reads only."""
     from ddsem.config import to_dict
     from ddsem.data import stratified_indices
-    from ddsem.db.codec import config_hash
-    from ddsem.db.influence import done_models, find_run
-    from ddsem.jobs.common import config_diff
 
     device = ws.torch_device()
     inputs = load_inputs(ws.db, req.set_name, req.method, req.data)
@@ -316,6 +354,19 @@ def plan(ws: Workspace, req: InfluenceRequest) -> InfluencePlan:
             inputs.data.train_y, infl_cfg.real_images, infl_cfg.selection_seed
         ).astype("int64")
         config["real_indices"] = [int(v) for v in real_indices]
+    training = Training(model_cfg, train_cfg, infl_cfg, real_indices)
+    return RunSetup(inputs, training, config, test_indices, device)
+
+
+def plan(ws: Workspace, req: InfluenceRequest) -> InfluencePlan:
+    """The set and data validated, the configs and their hash, and per seed what is stored and
+    what is missing. Refuses a stored run of another config unless ``overwrite``. Reads only."""
+    from ddsem.db.codec import config_hash
+    from ddsem.db.influence import done_models, find_run
+    from ddsem.jobs.common import config_diff
+
+    base = setup(ws, req)
+    inputs, config = base.inputs, base.config
     digest = config_hash(config)
 
     everything = (REFERENCE, *range(len(inputs.labels)))
@@ -341,13 +392,7 @@ def plan(ws: Workspace, req: InfluenceRequest) -> InfluencePlan:
             )
         )
     return InfluencePlan(
-        inputs,
-        Training(model_cfg, train_cfg, infl_cfg, real_indices),
-        config,
-        digest,
-        test_indices,
-        device,
-        tuple(seeds),
+        inputs, base.training, config, digest, base.test_indices, base.device, tuple(seeds)
     )
 
 
@@ -369,12 +414,13 @@ class SeedSummary:
     full_accuracy: float | None
     device: str
     wall_seconds: float | None
+    estimator: str = "loo"
 
     @classmethod
     def of(cls, set_name: str, info: InfluenceRunInfo, *, skipped: bool) -> SeedSummary:
         return cls(
             set_name, info.id, info.seed, info.context, info.status, skipped, info.num_models,
-            info.num_test, info.full_accuracy, info.device, info.wall_seconds,
+            info.num_test, info.full_accuracy, info.device, info.wall_seconds, info.estimator,
         )  # fmt: skip
 
     def as_json(self) -> dict[str, Any]:
@@ -383,6 +429,7 @@ class SeedSummary:
             "run_id": self.run_id,
             "seed": self.seed,
             "context": self.context,
+            "estimator": self.estimator,
             "status": self.status,
             "skipped": self.skipped,
             "num_models": self.num_models,
@@ -408,15 +455,17 @@ def accuracy_text(accuracy: float | None, context: str) -> str:
     return f"{what} model test accuracy {value}"
 
 
-def register_images(db: Database, p: InfluencePlan) -> None:
+def register_images(
+    db: Database, inputs: SetInputs, test_indices: np.ndarray, real_indices: np.ndarray | None
+) -> None:
     """Register the test images (and the real context's training images) as Image rows."""
     from ddsem.db.sets import ensure_dataset, ensure_images
 
-    d = p.inputs.data
-    row = ensure_dataset(db, p.set.dataset, d.source, d.classes, len(d.train_y), len(d.test_y))
-    ensure_images(db, row.id or 0, "test", p.test_indices, d.test_x, d.test_y)
-    if p.real_indices is not None:
-        ensure_images(db, row.id or 0, "train", p.real_indices, d.train_x, d.train_y)
+    d = inputs.data
+    row = ensure_dataset(db, inputs.set.dataset, d.source, d.classes, len(d.train_y), len(d.test_y))
+    ensure_images(db, row.id or 0, "test", test_indices, d.test_x, d.test_y)
+    if real_indices is not None:
+        ensure_images(db, row.id or 0, "train", real_indices, d.train_x, d.train_y)
 
 
 def run(ws: Workspace, req: InfluenceRequest) -> InfluenceResult:
@@ -429,18 +478,22 @@ def run(ws: Workspace, req: InfluenceRequest) -> InfluenceResult:
     any the others leave (claims), and exactly one finishes the run."""
     from ddsem.runtime import process_state
 
+    if req.estimator != "loo":
+        from ddsem.jobs import influence_estimate
+
+        return influence_estimate.run(ws, req)
     p = plan(ws, req)
     shard = process_state()
     if shard.distributed:
         shard.wait()  # every process has read the database before anything is written
         if shard.is_main:
-            register_images(ws.db, p)
+            register_images(ws.db, p.inputs, p.test_indices, p.real_indices)
             for sp in p.seeds:
                 if sp.status != "complete":
                     _start_run(ws, p, sp)
         shard.wait()
     else:
-        register_images(ws.db, p)
+        register_images(ws.db, p.inputs, p.test_indices, p.real_indices)
     return InfluenceResult(
         p.set.name, tuple(_run_seed(ws, p, s, req.chunk, shard) for s in p.seeds)
     )
@@ -678,9 +731,11 @@ class ShowRequest:
     seed: int | None = None
     context: str = InfluenceConfig.context
     top: int = 10
+    estimator: str = "loo"
 
     def __post_init__(self) -> None:
         check_context(self.context)
+        check_estimator(self.estimator)
         positive(self.top, "--top")
 
 
@@ -698,6 +753,7 @@ class RunRow:
     wall_seconds: float | None
     width: int | None
     steps: int | None
+    estimator: str = "loo"
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -747,6 +803,7 @@ class ImageInfluence:
     seeds: tuple[int, ...]
     top: tuple[InfluencedTest, ...]
     stored_top_k: int | None = None  # set when fewer are stored than asked (one seed's table)
+    estimator: str = "loo"
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -755,6 +812,7 @@ class ImageInfluence:
             "label": self.label,
             "class": self.class_name,
             "context": self.context,
+            "estimator": self.estimator,
             "scope": self.scope,
             "seeds": list(self.seeds),
             "top": [t.as_json() for t in self.top],
@@ -766,7 +824,7 @@ def show(ws: Workspace, req: ShowRequest) -> RunsView | ImageInfluence:
         return show_runs(ws, req.set_name, req.method)
     return show_image(
         ws, req.set_name, req.method, image=req.image, seed=req.seed, context=req.context,
-        top=req.top,
+        top=req.top, estimator=req.estimator,
     )  # fmt: skip
 
 
@@ -775,6 +833,7 @@ def _run_row(r: InfluenceRunInfo) -> RunRow:
         r.id, r.seed, r.context, r.status, r.models_done, r.num_models, r.num_test,
         r.full_accuracy, r.device, r.wall_seconds,
         r.config.get("model", {}).get("width"), r.config.get("train", {}).get("steps"),
+        r.estimator,
     )  # fmt: skip
 
 
@@ -783,7 +842,8 @@ def show_runs(ws: Workspace, set_name: str | None = None, method: str | None = N
     from ddsem.db.influence import list_runs
 
     summary = resolve_set(ws.db, set_name, method)
-    rows = tuple(_run_row(r) for r in list_runs(ws.db, summary.id, complete_only=False))
+    runs = list_runs(ws.db, summary.id, complete_only=False, estimator=None)
+    rows = tuple(_run_row(r) for r in runs)
     return RunsView(summary.name, summary.method, summary.num_images, rows)
 
 
@@ -796,6 +856,7 @@ def show_image(
     seed: int | None = None,
     context: str = InfluenceConfig.context,
     top: int = 10,
+    estimator: str = "loo",
 ) -> ImageInfluence:
     """The ``top`` test images distilled image ``image`` influences most: from the stored top-k
     table of ``seed``'s run, or (None) ranked by the mean over the complete runs' seeds."""
@@ -805,16 +866,18 @@ def show_image(
     from ddsem.influence.checks import seed_mean
     from ddsem.influence.loo import top_k
 
-    ShowRequest(set_name, method, image, seed, context, top)  # the same checks as the CLI's
+    ShowRequest(set_name, method, image, seed, context, top, estimator)  # the CLI's checks
     summary = resolve_set(ws.db, set_name, method)
     _, labels = set_tensors(ws.db, summary.id)
     if not 0 <= image < len(labels):
         raise UserError(f"--image must be in 0..{len(labels) - 1} for set {summary.name!r}")
-    runs = list_runs(ws.db, summary.id, context=context)
+    runs = list_runs(ws.db, summary.id, context=context, estimator=estimator)
     if not runs:
         flag = " --context real" if context == "real" else ""
+        flag += f" --estimator {estimator}" if estimator != "loo" else ""
+        what = "influence" if estimator == "loo" else f"{estimator} influence"
         raise UserError(
-            f"no complete {context}-context influence run for set {summary.name!r}: "
+            f"no complete {context}-context {what} run for set {summary.name!r}: "
             f"run `ddsem influence --set {summary.name}{flag}` first"
         )
     dataset = get_dataset(ws.db, summary.dataset)
@@ -857,6 +920,7 @@ def show_image(
         seeds,
         tuple(InfluencedTest(r, t, lbl, name(lbl), v) for r, t, lbl, v in rows),
         stored_top_k,
+        estimator,
     )
 
 

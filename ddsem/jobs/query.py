@@ -21,6 +21,7 @@ import numpy as np
 
 from ddsem.errors import UserError
 from ddsem.jobs.common import check, resolve_set
+from ddsem.jobs.influence import check_estimator
 from ddsem.jobs.judging import (
     ALPHA,
     DRAWS,
@@ -73,6 +74,7 @@ class QueryRequest:
     images: int = 5  # most influenced matching test images per distilled image
     alpha: float = ALPHA  # significant: Benjamini-Hochberg q < alpha over the N distilled images
     draws: int = DRAWS  # the most permutation-null draws for the question's (T, P)
+    estimator: str = "loo"  # whose influence: exact LOO, or an approximation (if, tracin, trak)
 
     def __post_init__(self) -> None:
         check(
@@ -82,6 +84,7 @@ class QueryRequest:
         check(not (self.seed is not None and self.mean_over_seeds), SEED_OR_MEAN)
         check_alpha(self.alpha)
         check_draws(self.draws)
+        check_estimator(self.estimator)
 
 
 @dataclass
@@ -223,6 +226,7 @@ def plan(ws: Workspace, request: QueryRequest) -> QueryPlan:
         method=request.method,
         seed=request.seed,
         mean_over_seeds=request.mean_over_seeds,
+        estimator=request.estimator,
     )
     return QueryPlan(parsed, inputs)
 
@@ -296,7 +300,7 @@ def score_question(
         total=total,
         seeds=list(inputs.seeds),
     )
-    if inputs.scope == "mean" and len(inputs.influence_by_seed) >= 2:
+    if len(inputs.influence_by_seed) >= 2:  # a mean over seeds
         per_seed = [judged(m) for m in inputs.influence_by_seed]
         stability = seed_stability(
             list(inputs.seeds),

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ddsem.jobs.common import at_least, check
+from ddsem.jobs.influence import check_estimator
 from ddsem.jobs.judging import (
     ALPHA,
     DRAWS,
@@ -68,6 +69,7 @@ class RankRequest:
     min_positives: int = 5  # ... among attributes with this many positives
     alpha: float = ALPHA  # significant: Benjamini-Hochberg q < alpha
     draws: int = DRAWS  # the most permutation-null draws per (test images, positives)
+    estimator: str = "loo"  # whose influence: exact LOO, or an approximation (if, tracin, trak)
 
     def __post_init__(self) -> None:
         check(
@@ -79,6 +81,7 @@ class RankRequest:
         at_least(self.min_positives, 0, "--min-positives")
         check_alpha(self.alpha)
         check_draws(self.draws)
+        check_estimator(self.estimator)
 
     @property
     def over_all(self) -> bool:
@@ -101,7 +104,7 @@ class RankPlan:
         """The per-seed scopes a mean over several seeds also stores ("seed:S" each)."""
         if self.inputs.scope != "mean" or len(self.inputs.influence_by_seed) < 2:
             return []
-        return [f"seed:{s}" for s in self.inputs.seeds]
+        return [self.inputs.seed_scope(s) for s in self.inputs.seeds]
 
     @property
     def steps(self) -> int:
@@ -140,6 +143,7 @@ class SeedAgreement:
     """How the seeds behind a mean agree: each seed scored as its own family (scope seed:S)."""
 
     seeds: list[int]
+    scopes: list[str]  # the seeds' stored scopes ("seed:S", or "ESTIMATOR/seed:S")
     spearman: list[tuple[int, int, float]]  # (seed a, seed b, Spearman rho of all their APs)
     significant_by_seed: list[int]  # answers at q < alpha in each seed's family
     significant_in_every_seed: int  # answers at q < alpha in every seed
@@ -148,7 +152,7 @@ class SeedAgreement:
     def as_json(self) -> dict[str, Any]:
         return {
             "seeds": self.seeds,
-            "scopes": [f"seed:{s}" for s in self.seeds],
+            "scopes": self.scopes,
             "spearman": [{"seeds": [a, b], "rho": rho} for a, b, rho in self.spearman],
             "significant_by_seed": self.significant_by_seed,
             "significant_in_every_seed": self.significant_in_every_seed,
@@ -227,6 +231,7 @@ def plan(ws: Workspace, request: RankRequest) -> RankPlan:
         method=request.method,
         seed=request.seed,
         mean_over_seeds=request.mean_over_seeds,
+        estimator=request.estimator,
     )
     replaces = inputs.scope in score_scopes(ws.db, inputs.set_id)
     return RankPlan(inputs, request.over_all, request.per_class, replaces)
@@ -290,6 +295,7 @@ def run(ws: Workspace, request: RankRequest) -> RankResult:
         )
         agreement = SeedAgreement(
             seeds=list(inputs.seeds),
+            scopes=list(p.seed_scopes),
             spearman=stability.spearman,
             significant_by_seed=[int(jd.significant.sum()) for jd in all_judged[1:]],
             significant_in_every_seed=int(stability.significant_in_all.sum()),

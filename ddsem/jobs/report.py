@@ -21,6 +21,7 @@ import numpy as np
 
 from ddsem.errors import UserError
 from ddsem.jobs.common import at_least, check
+from ddsem.jobs.influence import check_estimator
 from ddsem.jobs.judging import ALPHA, DRAWS, check_alpha, check_draws, format_p, format_q
 from ddsem.jobs.query import score_question
 from ddsem.jobs.semantic_inputs import SEED_OR_MEAN, RankingInputs, load_ranking_inputs
@@ -59,6 +60,7 @@ class ReportRequest:
     min_positives: int = 5  # table (and default question): attributes with this many positives
     alpha: float = ALPHA  # marked significant: q < alpha
     draws: int = DRAWS  # the PR curves' question: the most null draws
+    estimator: str = "loo"  # whose influence: exact LOO, or an approximation (if, tracin, trak)
 
     def __post_init__(self) -> None:
         check(
@@ -69,6 +71,7 @@ class ReportRequest:
         check(not (self.seed is not None and self.mean_over_seeds), SEED_OR_MEAN)
         check_alpha(self.alpha)
         check_draws(self.draws)
+        check_estimator(self.estimator)
 
 
 @dataclass
@@ -151,6 +154,7 @@ def plan(ws: Workspace, request: ReportRequest) -> ReportPlan:
         method=request.method,
         seed=request.seed,
         mean_over_seeds=request.mean_over_seeds,
+        estimator=request.estimator,
     )
     scores = read_scores(ws.db, inputs.set_id, inputs.scope, context=inputs.context)
     if not scores:

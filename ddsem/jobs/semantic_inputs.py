@@ -22,6 +22,18 @@ if TYPE_CHECKING:
 SEED_OR_MEAN = "choose one of --seed S and --mean-over-seeds"
 
 
+def scope_name(estimator: str, scope: str) -> str:
+    """The stored scope of a ranking: "seed:S" or "mean" for exact LOO's influence, prefixed
+    "ESTIMATOR/" for an approximation's ("tracin/seed:0"), so each has its own scores."""
+    return scope if estimator == "loo" else f"{estimator}/{scope}"
+
+
+def split_scope(scope: str) -> tuple[str, str]:
+    """(estimator, "seed:S" | "mean") of a stored scope (``scope_name`` undone)."""
+    estimator, _, rest = scope.rpartition("/")
+    return (estimator or "loo"), rest
+
+
 @dataclass
 class RankingInputs:
     """Everything ranking needs for one distilled set and scope, read from the database."""
@@ -30,7 +42,7 @@ class RankingInputs:
     set_name: str
     method: str
     context: str
-    scope: str  # "seed:<S>" or "mean"
+    scope: str  # "seed:<S>" or "mean", "ESTIMATOR/" first for an approximation (scope_name)
     seeds: list[int]
     influence: np.ndarray  # (N, T) float: the run's (or the seeds' mean) influence
     test_indices: np.ndarray  # (T,) int64 into the test split
@@ -45,6 +57,7 @@ class RankingInputs:
     # the runs behind a mean of several seeds, (N, T) each in the order of ``seeds`` and with
     # the columns of ``influence``; empty for one run
     influence_by_seed: list[np.ndarray] = field(default_factory=list)
+    estimator: str = "loo"  # whose influence: exact LOO, or an approximation (if, tracin, trak)
 
     @property
     def num_classes(self) -> int:
@@ -59,7 +72,13 @@ class RankingInputs:
 
     def scope_option(self) -> str:
         """The command-line option that selects this scope again."""
-        return "--mean-over-seeds" if self.scope == "mean" else f"--seed {self.seeds[0]}"
+        _, scope = split_scope(self.scope)
+        option = "--mean-over-seeds" if scope == "mean" else f"--seed {self.seeds[0]}"
+        return option if self.estimator == "loo" else f"{option} --estimator {self.estimator}"
+
+    def seed_scope(self, seed: int) -> str:
+        """The stored scope of one seed of this estimator."""
+        return scope_name(self.estimator, f"seed:{seed}")
 
 
 def select_runs(runs: list[Any], seed: int | None, mean_over_seeds: bool) -> tuple[str, list[Any]]:
@@ -89,6 +108,7 @@ def load_ranking_inputs(
     seed: int | None = None,
     mean_over_seeds: bool = False,
     context: str = "distilled",
+    estimator: str = "loo",
 ) -> RankingInputs:
     """Read influence, test images and attributes of the set a request means (by name, else
     the newest of ``method``, else the only set); each missing step names its command."""
@@ -99,19 +119,25 @@ def load_ranking_inputs(
 
     summary = resolve_set(db, set_name, method)
     how = f"--method {summary.method}" if method and not set_name else f"--set {summary.name}"
-    runs = list_runs(db, summary.id, context=context)
+    runs = list_runs(db, summary.id, context=context, estimator=estimator)
     if not runs:
-        pending = list_runs(db, summary.id, context=context, complete_only=False)
+        pending = list_runs(
+            db, summary.id, context=context, complete_only=False, estimator=estimator
+        )
         extra = (
             f" (seed {', '.join(str(r.seed) for r in pending)} unfinished: re-running resumes it)"
             if pending
             else ""
         )
+        what, flag = ("influence", "") if estimator == "loo" else (
+            f"{estimator} influence", f" --estimator {estimator}"
+        )  # fmt: skip
         raise UserError(
-            f"no complete influence run for set {summary.name!r}{extra}: "
-            f"run `ddsem influence --method {summary.method}` first"
+            f"no complete {what} run for set {summary.name!r}{extra}: "
+            f"run `ddsem influence --method {summary.method}{flag}` first"
         )
     scope, chosen = select_runs(runs, seed, mean_over_seeds)
+    scope = scope_name(estimator, scope)
 
     matrices = []
     test_indices: np.ndarray | None = None
@@ -181,4 +207,5 @@ def load_ranking_inputs(
         dataset_id=dataset.id or 0,
         skipped_unannotated=len(test_indices) - len(keep),
         influence_by_seed=[m[:, keep_arr] for m in matrices] if len(matrices) > 1 else [],
+        estimator=estimator,
     )

@@ -93,10 +93,17 @@ def open_database(target: str) -> Database:
 
 
 def ranking_inputs(
-    db: Database, *, set_name: str, seed: int | None = None, mean_over_seeds: bool = False
+    db: Database,
+    *,
+    set_name: str,
+    seed: int | None = None,
+    mean_over_seeds: bool = False,
+    estimator: str = "loo",
 ) -> RankingInputs:
     """Influence, annotated test images and attribute labels of a set at a scope."""
-    return load_ranking_inputs(db, set_name=set_name, seed=seed, mean_over_seeds=mean_over_seeds)
+    return load_ranking_inputs(
+        db, set_name=set_name, seed=seed, mean_over_seeds=mean_over_seeds, estimator=estimator
+    )
 
 
 def ask(

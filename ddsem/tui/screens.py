@@ -309,7 +309,8 @@ class DetailScreen(DataScreen):
         self.asked = asked  # a question's attribute(s): a row of its own unless already ranked
         self.image: views.ImageView | None = None
         self.classes_: list[str] = []
-        self.runs: list = []
+        self.runs: list = []  # exact LOO's complete runs
+        self.estimates: list = []  # the approximate estimators' complete runs
         self.scopes: list[str] = []
         self.filters: list[int] = []
         self.scores: dict[str, views.ScoreView] = {}
@@ -363,7 +364,9 @@ class DetailScreen(DataScreen):
             self.overview = o = fresh or o
             self.image = await self.read(views.distilled_image, o.id, self.index)
             self.classes_ = await self.read(views.class_names, o.dataset)
-            self.runs = await self.read(views.complete_runs, o.id)
+            runs = await self.read(views.complete_runs, o.id, "distilled", None)
+            self.runs = [r for r in runs if r.estimator == "loo"]
+            self.estimates = [r for r in runs if r.estimator != "loo"]
             options = await self.read(views.score_options, o.id, self.index)
             attributes = await self.read(views.attribute_count)
         except Exception as e:
@@ -375,7 +378,11 @@ class DetailScreen(DataScreen):
             self.hint("#influenced-hint", f"set {o.name!r} has no image #{self.index}")
             return
         self.show_image()
-        self.scopes = vm.available_scopes(options.scopes, [r.seed for r in self.runs])
+        self.scopes = vm.available_scopes(
+            options.scopes,
+            [r.seed for r in self.runs],
+            [(r.estimator, r.seed) for r in self.estimates],
+        )
         if self.scope not in self.scopes:  # prefer a scope with stored scores
             self.scope = (options.scopes or self.scopes or [None])[0]
         self.filters = vm.available_filters(
@@ -402,9 +409,14 @@ class DetailScreen(DataScreen):
         )
 
     def topk_run(self) -> Any:
-        """The run whose top-k table is shown: the scope's seed, else the first seed."""
-        seed = vm.scope_seed(self.scope)
-        return next((r for r in self.runs if r.seed == seed), self.runs[0] if self.runs else None)
+        """The run whose top-k table is shown: the scope's estimator and seed, else (a mean) that
+        estimator's first seed, else exact LOO's first seed."""
+        seed, estimator = vm.scope_seed(self.scope), vm.scope_estimator(self.scope)
+        runs = self.runs if estimator == "loo" else [
+            r for r in self.estimates if r.estimator == estimator
+        ]  # fmt: skip
+        fallback = runs[0] if runs else (self.runs[0] if self.runs else None)
+        return next((r for r in runs if r.seed == seed), fallback)
 
     @work(exclusive=True, group="influenced")
     async def load_influenced(self) -> None:
@@ -439,8 +451,9 @@ class DetailScreen(DataScreen):
             grid.loading = False
         self.paging = self.paging.with_total(page.total)
         title.update(
-            f"most influenced test images (seed {run.seed}; value = loss increase without this "
-            f"image) \u00b7 {self.paging.label()}"
+            f"most influenced test images ({vm.run_label(run)}; value = loss increase without "
+            f"this image{'' if run.estimator == 'loo' else ', estimated'}) "
+            f"\u00b7 {self.paging.label()}"
         )
         self.hint(
             "#influenced-hint",

@@ -297,30 +297,60 @@ def move_index(index: int, direction: str, count: int, columns: int) -> int:
 # -- scopes and class filters --------------------------------------------------------------------
 
 
+def _split(scope: str) -> tuple[str, str]:
+    """(estimator, "seed:S" | "mean") of a score scope; exact LOO's scopes have no prefix."""
+    estimator, _, rest = scope.rpartition("/")
+    return estimator or "loo", rest
+
+
 def scope_arguments(scope: str) -> dict[str, object]:
-    """A score scope -> the ``seed``/``mean_over_seeds`` arguments that load its influence."""
-    if scope.startswith("seed:"):
-        return {"seed": int(scope[5:]), "mean_over_seeds": False}
-    return {"seed": None, "mean_over_seeds": True}
+    """A score scope -> the ``seed``/``mean_over_seeds``/``estimator`` arguments that load its
+    influence."""
+    estimator, rest = _split(scope)
+    if rest.startswith("seed:"):
+        return {"seed": int(rest[5:]), "mean_over_seeds": False, "estimator": estimator}
+    return {"seed": None, "mean_over_seeds": True, "estimator": estimator}
 
 
 def scope_seed(scope: str | None) -> int | None:
-    """The seed of a "seed:S" scope (None for "mean" or no scope)."""
-    if scope and scope.startswith("seed:"):
-        return int(scope[5:])
+    """The seed of a "seed:S" (or "ESTIMATOR/seed:S") scope; None for a mean or no scope."""
+    if scope:
+        rest = _split(scope)[1]
+        if rest.startswith("seed:"):
+            return int(rest[5:])
     return None
 
 
-def available_scopes(score_scopes: Sequence[str], seeds: Sequence[int]) -> list[str]:
+def run_label(run: Any) -> str:
+    """How a view names an influence run: "seed 0", or "tracin seed 0" for an estimate."""
+    return f"seed {run.seed}" if run.estimator == "loo" else f"{run.estimator} seed {run.seed}"
+
+
+def scope_estimator(scope: str | None) -> str:
+    """Whose influence a scope ranks: "loo" (exact) or an approximation's name."""
+    return _split(scope)[0] if scope else "loo"
+
+
+def available_scopes(
+    score_scopes: Sequence[str], seeds: Sequence[int], estimates: Sequence[tuple[str, int]] = ()
+) -> list[str]:
     """Scopes a detail view can switch between: the stored score scopes and, for each complete
-    run, its seed (plus "mean" when there are several runs); "mean" first, then by seed."""
+    run, its seed (plus "mean" when there are several runs); "mean" first, then by seed; then
+    the same for each approximate estimator's runs (``estimates``: (estimator, seed) pairs)."""
     scopes = set(score_scopes) | {f"seed:{s}" for s in seeds}
     if len(seeds) > 1:
         scopes.add("mean")
+    for name in {e for e, _ in estimates}:
+        own = [s for e, s in estimates if e == name]
+        scopes |= {f"{name}/seed:{s}" for s in own}
+        if len(own) > 1:
+            scopes.add(f"{name}/mean")
 
-    def order(scope: str) -> tuple[int, int, str]:
-        seed = scope_seed(scope) if scope.startswith("seed:") else None
-        return (0 if scope == "mean" else 1 if seed is not None else 2, seed or 0, scope)
+    def order(scope: str) -> tuple[int, str, int, int, str]:
+        estimator, rest = _split(scope)
+        seed = scope_seed(scope) if rest.startswith("seed:") else None
+        head = (0 if estimator == "loo" else 1, estimator)
+        return (*head, 0 if rest == "mean" else 1 if seed is not None else 2, seed or 0, scope)
 
     return sorted(scopes, key=order)
 
