@@ -291,3 +291,34 @@ def test_the_commands_read_an_estimate_like_an_exact_run(cli, world, synthetic_p
     assert c["answers"]["found"] <= c["answers"]["exact_significant"]
     r = cli("influence", "compare", "--set", "tiny", "--draws", "1000", db=db)
     assert r.code == 0 and "tracin" in r.out and "speed-up" in r.out
+    out = path.parent / "topk.json"
+    assert cli("db", "export", "--what", "influence-topk", "--out", str(out), db=db).code == 0
+    rows = json.loads(out.read_text())
+    assert {r["estimator"] for r in rows} == {"loo", "tracin"}
+
+
+def test_abandoned_claims_are_cleared_and_live_ones_kept(world):
+    """A process killed between storing its unit and releasing the claim leaves the claim;
+    the next run that finds the work complete clears it (issue 15's kill test caught it)."""
+    import os
+
+    from sqlmodel import select
+
+    from ddsem.db import claims
+    from ddsem.db.tables import JobClaim
+
+    ws, synthetic_data, path = world
+    job.run(ws, _request(synthetic_data, estimator="tracin"))
+    set_id = _run_of(ws, "tracin").set_id
+    dead = f"{claims.HOST}:999999999:abcd"  # no such pid on this host
+    live = claims.new_owner()
+    assert os.getpid() == int(live.split(":")[1])
+    with ws.db.session() as s:
+        s.add(JobClaim(key=f"estimate:{set_id}:tracin:0", owner=dead))
+        s.add(JobClaim(key=f"estimate:{set_id}:tracin:7", owner=live))
+        s.add(JobClaim(key="influence:99:0", owner=dead))
+    again = job.run(ws, _request(synthetic_data, estimator="tracin"))
+    assert again.seeds[0].skipped
+    with ws.db.session() as s:
+        left = sorted(c.key for c in s.exec(select(JobClaim)).all())
+    assert left == [f"estimate:{set_id}:tracin:7", "influence:99:0"]  # another run's: kept

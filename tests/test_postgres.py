@@ -191,6 +191,27 @@ def test_influence_and_influence_show(cli, db_url, tmp_path, synthetic_path):
     assert counts["jobclaim"] == 0
 
 
+def test_an_estimate_beside_exact_loo_and_compare(cli, db_url, tmp_path, synthetic_path):
+    """Issue 20 on both back ends: an estimator's run stored under its own key, shown beside
+    the exact run, compared with it, and its repeat a no-op."""
+    _influenced(cli, db_url, tmp_path, synthetic_path)
+    est = ["influence", "--set", "bptt", *MODEL, "--data", str(synthetic_path),
+           "--estimator", "tracin", "--checkpoints", "2", "--json"]  # fmt: skip
+    r = cli(*est, db=db_url)
+    assert r.code == 0, r.err
+    (run,) = json.loads(r.out)
+    assert run["estimator"] == "tracin" and run["num_models"] == 1 and not run["skipped"]
+    (again,) = json.loads(cli(*est, db=db_url).out)
+    assert again["skipped"] and again["run_id"] == run["run_id"]
+    shown = json.loads(cli("influence", "show", "--set", "bptt", "--json", db=db_url).out)
+    assert sorted(r["estimator"] for r in shown["runs"]) == ["loo", "tracin"]
+    r = cli("influence", "compare", "--set", "bptt", "--no-semantic", "--json", db=db_url)
+    assert r.code == 0, r.err
+    (c,) = json.loads(r.out)["comparisons"]
+    assert c["estimator"] == "tracin" and c["cost"]["trainings"] == 1
+    assert -1 <= c["fidelity"]["pearson"] <= 1
+
+
 def test_annotate_attributes_rank_query_class_influence_db(cli, db_url, tmp_path, synthetic_path):
     _influenced(cli, db_url, tmp_path, synthetic_path)
     r = cli("annotate", "--annotator", "color", "--data", str(synthetic_path), db=db_url)

@@ -304,23 +304,21 @@ def compare(
 
 def _print_comparison(report) -> None:  # noqa: ANN001  (ddsem.jobs.influence_compare.CompareReport)
     rows = [r for r in [report.reference, *report.comparisons] if r is not None]
-    k = rows[0].fidelity.top_k
+    first = rows[0].fidelity
     common.table(
-        f"estimators of set {report.set_name!r} ({report.num_images} distilled images) against "
-        f"exact LOO (seeds {', '.join(map(str, report.exact_seeds))})",
-        ["estimator", "seed", "vs LOO seed", "tests", "Pearson", "Spearman",
-         "Spearman/image", f"top-{k} overlap", "LOO answers found", "added", "seconds",
-         "trainings", "speed-up"],
+        f"estimators of set {report.set_name!r} ({report.num_images} distilled images x "
+        f"{rows[0].test_images} test images) against exact LOO of the same seed",
+        ["estimator", "vs LOO seed", "Pearson", "Spearman", "per image", f"top-{first.top_k}",
+         "answers found", "added", "seconds", "trainings", "speed-up"],
         [
             [
-                "loo (another seed)" if c.estimator == "loo" else c.estimator,
-                c.seed,
+                c.estimator if c.estimator != "loo" and c.seed == c.exact_seed
+                else f"{c.estimator} seed {c.seed}",
                 c.exact_seed,
-                c.test_images,
                 f"{c.fidelity.pearson:.3f}",
                 f"{c.fidelity.spearman:.3f}",
                 f"{c.fidelity.spearman_mean:.3f}",
-                f"{c.fidelity.overlap:.2f} (chance {c.fidelity.chance_overlap:.2f})",
+                f"{c.fidelity.overlap:.2f}",
                 "-" if c.answers is None else f"{c.answers.found}/{c.answers.exact}",
                 "-" if c.answers is None else c.answers.added,
                 f"{c.cost.seconds:.1f}",
@@ -330,6 +328,18 @@ def _print_comparison(report) -> None:  # noqa: ANN001  (ddsem.jobs.influence_co
             for c in rows
         ],
     )  # fmt: skip
+    common.echo(
+        f"top-{first.top_k}: share of each distilled image's {first.top_k} most influenced test "
+        f"images both find (chance {first.chance_overlap:.3f}); per image: mean Spearman over "
+        f"the distilled images; answers found: exact LOO's "
+        "significant (image, class filter, attribute) answers the estimate also finds, added: "
+        "significant only under the estimate"
+    )
+    if report.reference is not None:
+        common.echo(
+            f"loo seed {report.reference.seed}: exact LOO of another seed against seed "
+            f"{report.reference.exact_seed}, what an estimate cannot be expected to beat"
+        )
     notes = {c.answers_note for c in rows if c.answers_note}
     for note in sorted(notes):
         common.echo(f"semantic answers: {note}")

@@ -44,6 +44,16 @@ def _alive(owner: str) -> bool:
     return True
 
 
+def _held(row: JobClaim) -> bool:
+    """Whether a claim's owner still holds it: alive and heard from within STALE_SECONDS."""
+    old = (
+        row.heartbeat.replace(tzinfo=now().tzinfo)
+        if row.heartbeat.tzinfo is None
+        else row.heartbeat
+    )
+    return _alive(row.owner) and now() - old < timedelta(seconds=STALE_SECONDS)
+
+
 def claim(db: Database, key: str, owner: str) -> bool:
     """Take the unit ``key`` for ``owner``: True when it is ours now (new, ours already, or
     taken over from a dead or silent owner), False while another live process holds it."""
@@ -56,12 +66,7 @@ def claim(db: Database, key: str, owner: str) -> bool:
                     return True
                 if row.owner == owner:
                     return True
-                old = (
-                    row.heartbeat.replace(tzinfo=now().tzinfo)
-                    if row.heartbeat.tzinfo is None
-                    else row.heartbeat
-                )
-                if _alive(row.owner) and now() - old < timedelta(seconds=STALE_SECONDS):
+                if _held(row):
                     return False
                 # a dead or silent owner: take over, only if no other process took it over
                 # since we read it (PostgreSQL lets both of two plain updates succeed)
@@ -95,3 +100,15 @@ def held_by_others(db: Database, prefix: str, owner: str) -> list[str]:
     with db.session() as s:
         rows = s.exec(select(JobClaim).where(JobClaim.key.startswith(prefix))).all()
     return sorted({r.owner for r in rows if r.owner != owner and _alive(r.owner)})
+
+
+def clear_abandoned(db: Database, prefix: str) -> int:
+    """Delete the claims under ``prefix`` that no live owner holds: a process killed after it
+    stored its unit but before it released the claim leaves one, which no later claim takes
+    over (the unit is done). Called when the work under ``prefix`` is complete."""
+    with db.session() as s:
+        rows = s.exec(select(JobClaim).where(JobClaim.key.startswith(prefix))).all()
+        gone = [r.key for r in rows if not _held(r)]
+        if gone:
+            s.exec(delete(JobClaim).where(JobClaim.key.in_(gone)))
+    return len(gone)

@@ -40,9 +40,19 @@ SCORE_COLUMNS = [
     "q_value", "draws",
 ]  # fmt: skip
 TOPK_COLUMNS = [
-    "set", "method", "run_id", "seed", "context", "distilled_index", "rank", "test_index",
-    "test_label", "class", "influence",
-]  # fmt: skip
+    "set",
+    "method",
+    "run_id",
+    "seed",
+    "context",
+    "estimator",
+    "distilled_index",
+    "rank",
+    "test_index",
+    "test_label",
+    "class",
+    "influence",
+]  # fmt: skip  (estimator: whose influence, loo exact or if / tracin / trak approximate)
 ANNOTATION_COLUMNS = [
     "dataset", "split", "index", "label", "class", "prompt_name", "annotator", "model",
     "response", "attributes",
@@ -119,6 +129,7 @@ def topk_for_export(db: Database, set_name: str | None = None) -> list[dict[str,
                 "run_id": run.id,
                 "seed": run.seed,
                 "context": run.context,
+                "estimator": run.estimator,
                 "distilled_index": tk.distilled_index,
                 "rank": tk.rank,
                 "test_index": tk.test_index,

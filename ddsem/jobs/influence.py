@@ -530,7 +530,10 @@ def _run_seed(
 
     context, seed = p.training.influence.context, sp.seed
     if sp.status == "complete" and sp.stored is not None:
+        from ddsem.db import claims
+
         old = sp.stored
+        claims.clear_abandoned(ws.db, f"influence:{old.id}:")  # killed before its release
         ws.progress.note(
             f"seed {seed}: already complete ({old.num_models} models, "
             f"{accuracy_text(old.full_accuracy, context)}); nothing to do"
@@ -675,7 +678,9 @@ def _finish_once(ws: Workspace, p: InfluencePlan, run_id: int, seed: int) -> Inf
             return done[0]
         if claims.claim(ws.db, key, owner):
             try:
-                return _finish(ws.db, p, run_id, seed)
+                info = _finish(ws.db, p, run_id, seed)
+                claims.clear_abandoned(ws.db, f"influence:{run_id}:")  # a killed trainer's
+                return info
             finally:
                 claims.release(ws.db, key, owner)
         time.sleep(WAIT_SECONDS)

@@ -117,6 +117,8 @@ def run(ws: Workspace, req: InfluenceRequest) -> InfluenceResult:
                 )
                 said_waiting = True
             time.sleep(WAIT_SECONDS)
+    # a process killed between storing a seed and releasing its claim left the claim behind
+    claims.clear_abandoned(ws.db, f"estimate:{set_.id}:{req.estimator}:")
     return InfluenceResult(set_.name, tuple(summaries[s] for s in req.seeds))
 
 
