@@ -1,7 +1,7 @@
 """Approximate influence against exact leave-one-out on the sets ddsem distils (issue 20).
 
 Distils CIFAR-10 with DM, GM, TM and BPTT, computes exact LOO for each set (N + 1 trainings per
-seed, two seeds: the second is the reference an estimate cannot be expected to beat), then
+seed, two seeds: the second says how much exact LOO itself moves with the seed), then
 influence functions (EK-FAC, kronfluence), TracIn and TRAK (traker) from one training each;
 annotates the test images with the offline colour annotator and prints, side by side from one
 run, every estimator's fidelity (Pearson, Spearman, top-10 overlap, significant semantic

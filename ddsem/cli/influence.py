@@ -289,8 +289,9 @@ def compare(
     Spearman (per distilled image and overall), top-k overlap of the most influenced test
     images (chance: k / T), how many of exact LOO's significant (image, class, attribute)
     answers each estimate also finds and how many it adds, and the cost of each. With two
-    exact seeds, the first row is exact LOO of one seed against the other: the agreement an
-    estimate cannot be expected to beat."""
+    exact seeds, the first row is exact LOO of one seed against the other: how much exact LOO
+    itself moves with the initialisation (an estimate starts from the same initial state as
+    the exact run it is compared with, so it can agree with it more than another seed does)."""
     from ddsem.jobs import influence_compare as job
 
     ws = common.workspace(create=False, quiet=as_json)
@@ -338,7 +339,8 @@ def _print_comparison(report) -> None:  # noqa: ANN001  (ddsem.jobs.influence_co
     if report.reference is not None:
         common.echo(
             f"loo seed {report.reference.seed}: exact LOO of another seed against seed "
-            f"{report.reference.exact_seed}, what an estimate cannot be expected to beat"
+            f"{report.reference.exact_seed}: how much exact LOO itself moves with the "
+            "initialisation (an estimate shares its exact run's initial state)"
         )
     notes = {c.answers_note for c in rows if c.answers_note}
     for note in sorted(notes):

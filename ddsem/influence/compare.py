@@ -3,8 +3,9 @@
 Pearson (values) and Spearman (ranks) per distilled image and over all pairs, and the top-k
 overlap of the most influenced test images, each with the level a random matrix would reach;
 and, when the test images are annotated, how many of exact LOO's significant semantic answers
-an estimate also finds. The exact runs of two seeds give the reference: an estimate cannot be
-expected to agree with seed S's LOO better than another seed's LOO does.
+an estimate also finds. The exact runs of two seeds give the reference: how much exact LOO
+itself moves with the initialisation (an estimate of seed S starts from the same initial state
+as seed S's exact run, so its agreement with it can exceed another seed's).
 """
 
 from __future__ import annotations
