@@ -284,6 +284,11 @@ def test_the_commands_read_an_estimate_like_an_exact_run(cli, world, synthetic_p
     assert set(score_scopes(ws.db, set_id)) == {"seed:0", "tracin/seed:0"}
     r = cli("query", "green", "--set", "tiny", "--estimator", "tracin", "--draws", "1000", db=db)
     assert r.code == 0 and "tracin/seed:0" in r.out, r.err
+    out = path.parent / "report"
+    r = cli("report", "--set", "tiny", "--estimator", "tracin", "--draws", "1000",
+            "--min-positives", "1", "--out", str(out), db=db)  # fmt: skip
+    assert r.code == 0, r.err
+    assert "tracin/seed:0" in (out / "table1.md").read_text()
     r = cli("influence", "compare", "--set", "tiny", "--draws", "1000", "--json", db=db)
     assert r.code == 0, r.err
     (c,) = json.loads(r.out)["comparisons"]
