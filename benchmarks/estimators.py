@@ -39,16 +39,19 @@ class Scale:
     test_limit: int | None
     iterations: dict[str, int]  # distillation iterations per method
     real_limit: int | None  # real training images the distillers (and TM's experts) see
-    expert_epochs: int
+    expert_epochs: int  # epochs each TM expert trains
+    tm_params: tuple[tuple[str, int], ...] = ()  # TM's start window, shrunk to the experts
 
 
 SMALL = Scale(
     ipc=10, width=16, steps=100, test_limit=1000,
     iterations={"dm": 100, "gm": 10, "tm": 10, "bptt": 10}, real_limit=5000, expert_epochs=2,
+    tm_params=(("max_start_epoch", 1), ("expert_epochs", 1)),
 )  # fmt: skip
 TINY = Scale(
     ipc=1, width=8, steps=30, test_limit=300,
-    iterations={"dm": 20, "gm": 5, "tm": 5, "bptt": 5}, real_limit=1000, expert_epochs=1,
+    iterations={"dm": 20, "gm": 5, "tm": 5, "bptt": 5}, real_limit=1000, expert_epochs=2,
+    tm_params=(("max_start_epoch", 1), ("expert_epochs", 1)),
 )  # fmt: skip
 # The paper's influence protocol (ConvNet width 128, 300 steps, every test image) on sets of
 # ipc 10; the distillation itself is shortened (published runs take 1,000-20,000 iterations).
@@ -98,6 +101,7 @@ def main() -> None:
                 distill.DistillRequest(
                     method, ipc=scale.ipc, iterations=scale.iterations[method],
                     width=scale.width, real_limit=scale.real_limit, name=name, data=args.data,
+                    params=scale.tm_params if method == "tm" else (),
                 ),
             )  # fmt: skip
         print(f"{name}: distilled in {time.perf_counter() - t0:.1f} s")
