@@ -84,6 +84,8 @@ def test_an_estimate_is_stored_under_its_own_key_and_a_repeat_does_nothing(world
     assert est is not None and est.status == "complete" and est.num_models == 1
     assert est.config["estimator"]["name"] == estimator
     assert est.config["provenance"]["trainings"] == 1
+    # the estimate's one training is exact LOO's reference model: same init, same protocol
+    assert est.full_accuracy == pytest.approx(exact.full_accuracy)
     matrix, tests = load_influence(ws.db, est.id)
     exact_matrix, exact_tests = load_influence(ws.db, exact.id)
     assert matrix.shape == exact_matrix.shape == (N, 30)
