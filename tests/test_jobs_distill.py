@@ -131,6 +131,16 @@ def test_an_existing_set_is_refused_without_overwrite(workspace, synthetic, tmp_
     assert len(rows(tmp_path)["distilledset"]) == 1
 
 
+def test_a_diverged_distillation_stores_no_set(workspace, synthetic, tmp_path):
+    """Images that are not finite (found when a shrunken TM run blew up) are refused before
+    they become a set that every later job would fail on; --overwrite starts again."""
+    with pytest.raises(UserError, match="diverged: its images are not finite"):
+        distill_job.run(workspace, dm(synthetic, lr_img=1e30))
+    assert rows(tmp_path)["distilledset"] == []
+    again = distill_job.run(workspace, dm(synthetic, overwrite=True))
+    assert np.isfinite(tensors(workspace, "dm-ipc1")[0]).all() and again.summary is not None
+
+
 def test_resume_with_a_different_config_is_refused_naming_the_difference(
     workspace, synthetic, tmp_path
 ):

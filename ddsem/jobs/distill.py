@@ -396,6 +396,7 @@ def run(ws: Workspace, request: DistillRequest) -> DistillResult:
 
 
 def _distill(ws: Workspace, request: DistillRequest, p: DistillPlan) -> DistillResult:
+    import numpy as np
     import torch
 
     from ddsem.db import distill as store
@@ -459,6 +460,14 @@ def _distill(ws: Workspace, request: DistillRequest, p: DistillPlan) -> DistillR
     )  # fmt: skip
     if not outcome.finished:
         return result
+    images = distiller.images.detach().cpu().numpy()
+    if not np.isfinite(images).all():  # a set of NaNs would fail every job that trains on it
+        loss = outcome.losses[-1] if outcome.losses else distiller.last_loss
+        raise UserError(
+            f"the {r.method} distillation diverged: its images are not finite after iteration "
+            f"{outcome.iteration} (last loss {loss}), so no set {name!r} was stored; lower "
+            "--lr-img and start again with --overwrite"
+        )
     provenance = {
         "method": r.method,
         "config": p.run_config,
@@ -479,7 +488,7 @@ def _distill(ws: Workspace, request: DistillRequest, p: DistillPlan) -> DistillR
         provenance["zca"] = zca_info
     result.summary = store.finish_distill_run(
         db, run_info.id, name=name, method=r.method,
-        images=distiller.images.detach().cpu().numpy(), labels=distiller.labels.cpu().numpy(),
+        images=images, labels=distiller.labels.cpu().numpy(),
         dataset=r.dataset, synthetic_lr=distiller.synthetic_lr, provenance=provenance,
         iteration=outcome.iteration, wall_seconds=outcome.wall_seconds, overwrite=r.overwrite,
     )  # fmt: skip
