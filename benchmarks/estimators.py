@@ -40,13 +40,14 @@ class Scale:
     iterations: dict[str, int]  # distillation iterations per method
     real_limit: int | None  # real training images the distillers (and TM's experts) see
     expert_epochs: int  # epochs each TM expert trains
-    tm_params: tuple[tuple[str, int], ...] = ()  # TM's start window, shrunk to the experts
+    tm_params: tuple[tuple[str, float], ...] = ()  # TM's start window, shrunk to the experts
 
 
 SMALL = Scale(
     ipc=10, width=16, steps=100, test_limit=1000,
     iterations={"dm": 100, "gm": 10, "tm": 10, "bptt": 10}, real_limit=5000, expert_epochs=2,
-    tm_params=(("max_start_epoch", 1), ("expert_epochs", 1)),
+    # MTT's ipc-10 lr_lr (1e-5) drives the learned lr below 0 on these short experts: NaN
+    tm_params=(("max_start_epoch", 1), ("expert_epochs", 1), ("lr_lr", 1e-7)),
 )  # fmt: skip
 TINY = Scale(
     ipc=1, width=8, steps=30, test_limit=300,
