@@ -118,7 +118,10 @@ def influence(
     models (each is claimed before it is trained) and both end with the one complete run.
     --processes N (or `accelerate launch -m ddsem influence ...`) splits every seed's models
     between N processes; the stored rows equal a single process's.
-    The global --seed picks the real context's images [default: 0]."""
+    The global --seed picks the real context's images [default: 0].
+    --estimator if|tracin|trak instead trains ONE model per seed (the exact run's reference
+    model) and approximates every influence from gradients; it is stored beside the exact
+    runs, skipped when stored, and scored against them by `ddsem influence compare`."""
     if ctx.invoked_subcommand is not None:
         return
     if method is None and set_name is None:
