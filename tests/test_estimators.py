@@ -152,7 +152,9 @@ def test_unknown_estimator_and_missing_package(monkeypatch):
     assert missing_package("if") == "kronfluence"
     assert missing_package("trak") == "traker"
     assert missing_package("tracin") is None
-    with pytest.raises(UserError, match="needs the Python package kronfluence: pip install"):
+    with pytest.raises(
+        UserError, match="needs the Python package kronfluence, which is not installed: pip install"
+    ):
         estimate_influence("if", mc, tc, x, y, init, xt, yt)
     with pytest.raises(UserError, match="pip install traker"):
         estimate_influence("trak", mc, tc, x, y, init, xt, yt)

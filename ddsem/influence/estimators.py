@@ -39,8 +39,8 @@ CENTRED training gradient g_i - g_mean (the mean over the N images) and divide b
   singular; ddsem's score computer takes X (X^T X)^+ = pinv(X)^T in float64, where traker's
   float32 inverse amplifies rounding noise.
 
-Every estimator costs one training (``EstimateResult.trainings``); ``loo`` here delegates to the
-exact ``leave_one_out`` (N + 1 trainings) so a caller can treat all four alike.
+Every estimator costs one training (``EstimateResult.trainings``). Exact LOO is not here: it is
+``ddsem.influence.loo``, run in stored chunks by ``ddsem.jobs.influence``.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ import torch.nn.functional as F
 
 from ddsem.config import ESTIMATOR_PACKAGES, ESTIMATORS, EstimatorConfig, ModelConfig, TrainConfig
 from ddsem.errors import UserError
-from ddsem.influence.loo import full_float32, leave_one_out
+from ddsem.influence.loo import full_float32
 from ddsem.models import build_model, has_batch_statistics
 from ddsem.train import State, evaluate_population, train_population
 
@@ -69,6 +69,7 @@ Progress = Callable[[int], None]
 
 # The importable module of each optional package (pip name -> import name).
 _MODULES = {"kronfluence": "kronfluence", "traker": "trak"}
+APPROXIMATE = tuple(e for e in ESTIMATORS if e != "loo")  # the ones this module computes
 TEST_CHUNK = 256  # test images per per-sample-gradient launch (TracIn)
 
 
@@ -118,23 +119,23 @@ def progress_total(
 ) -> int:
     """The total that ``progress`` counts up to: training steps plus scoring units
     (tracin: one per checkpoint; if: factors + scores; trak: featurize and score per checkpoint
-    + finalize; loo: every model's steps)."""
-    del num_test
-    if estimator not in ESTIMATORS:
-        raise UserError(f"unknown estimator {estimator!r}: use {', '.join(ESTIMATORS)}")
-    if estimator == "loo":
-        return (num_train + 1) * train_cfg.steps
+    + finalize)."""
+    del num_test, num_train
+    if estimator not in APPROXIMATE:
+        raise UserError(f"unknown estimator {estimator!r}: use {', '.join(APPROXIMATE)}")
     c = len(checkpoint_steps(train_cfg.steps, config.checkpoints))
     return train_cfg.steps + {"tracin": c, "if": 2, "trak": 2 * c + 1}[estimator]
 
 
-def _check_estimator(estimator: str) -> None:
-    if estimator not in ESTIMATORS:
-        raise UserError(f"unknown estimator {estimator!r}: use {', '.join(ESTIMATORS)}")
+def check_estimator(estimator: str) -> None:
+    """One line for an estimator this module does not have, or whose package is missing."""
+    if estimator not in APPROXIMATE:
+        raise UserError(f"unknown estimator {estimator!r}: use {', '.join(APPROXIMATE)}")
     package = missing_package(estimator)
     if package is not None:
         raise UserError(
-            f"--estimator {estimator} needs the Python package {package}: pip install {package}"
+            f"--estimator {estimator} needs the Python package {package}, which is not "
+            f"installed: pip install {package} (or pip install 'ddsem[estimators]')"
         )
 
 
@@ -153,7 +154,7 @@ def estimate_influence(
     progress: Progress | None = None,
 ) -> EstimateResult:
     """(N, T) influence of each training image on each test image by ``estimator``."""
-    _check_estimator(estimator)
+    check_estimator(estimator)
     device = torch.device(device)
     n = images.shape[0]
     if n < 2:
@@ -162,14 +163,6 @@ def estimate_influence(
         raise UserError(
             f"--estimator {estimator} cannot use a model with BatchNorm ({model_cfg.arch}): "
             "per-sample gradients need per-sample outputs"
-        )
-    if estimator == "loo":
-        loo = leave_one_out(
-            model_cfg, train_cfg, images, labels, test_x, test_y, init,
-            device=device, progress=progress,
-        )  # fmt: skip
-        return EstimateResult(
-            loo.influence, loo.reference_accuracy, n + 1, {"estimator": "loo", "scale": "loss"}
         )
     steps = checkpoint_steps(train_cfg.steps, config.checkpoints)
     with full_float32(device):

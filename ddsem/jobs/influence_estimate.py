@@ -36,14 +36,9 @@ WAIT_SECONDS = 2.0  # how often a process whose remaining seeds another one hold
 
 def require_package(estimator: str) -> None:
     """One line naming the package to install when the estimator's library is missing."""
-    from ddsem.influence.estimators import missing_package
+    from ddsem.influence.estimators import check_estimator
 
-    package = missing_package(estimator)
-    if package is not None:
-        raise UserError(
-            f"--estimator {estimator} needs the Python package {package}, which is not "
-            f"installed: pip install {package} (or pip install 'ddsem[estimators]')"
-        )
+    check_estimator(estimator)
 
 
 def _key(config: dict[str, Any]) -> dict[str, Any]:
@@ -131,6 +126,7 @@ def _estimate_seed(
     seed: int,
 ) -> InfluenceRunInfo:
     """Train one model from seed's initial state, estimate, store the run whole."""
+    import numpy as np
     import torch
 
     from ddsem.db.codec import state_to_blob
@@ -164,7 +160,7 @@ def _estimate_seed(
         )
     seconds = time.perf_counter() - t0
     influence = result.influence
-    if not torch.isfinite(torch.from_numpy(influence)).all():
+    if not np.isfinite(influence).all():
         raise UserError(
             f"seed {seed}: the {req.estimator} estimate is not finite (training diverged with "
             f"--lr {training.train.lr:g}?); nothing was stored"

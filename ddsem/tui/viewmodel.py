@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ddsem.config import SignificanceConfig
+from ddsem.jobs.semantic_inputs import split_scope
 
 if TYPE_CHECKING:
     from ddsem.jobs.views import Answer, PrCurve, RankedImage, ScoreView, SetOverview
@@ -297,16 +298,10 @@ def move_index(index: int, direction: str, count: int, columns: int) -> int:
 # -- scopes and class filters --------------------------------------------------------------------
 
 
-def _split(scope: str) -> tuple[str, str]:
-    """(estimator, "seed:S" | "mean") of a score scope; exact LOO's scopes have no prefix."""
-    estimator, _, rest = scope.rpartition("/")
-    return estimator or "loo", rest
-
-
 def scope_arguments(scope: str) -> dict[str, object]:
     """A score scope -> the ``seed``/``mean_over_seeds``/``estimator`` arguments that load its
     influence."""
-    estimator, rest = _split(scope)
+    estimator, rest = split_scope(scope)
     if rest.startswith("seed:"):
         return {"seed": int(rest[5:]), "mean_over_seeds": False, "estimator": estimator}
     return {"seed": None, "mean_over_seeds": True, "estimator": estimator}
@@ -315,7 +310,7 @@ def scope_arguments(scope: str) -> dict[str, object]:
 def scope_seed(scope: str | None) -> int | None:
     """The seed of a "seed:S" (or "ESTIMATOR/seed:S") scope; None for a mean or no scope."""
     if scope:
-        rest = _split(scope)[1]
+        rest = split_scope(scope)[1]
         if rest.startswith("seed:"):
             return int(rest[5:])
     return None
@@ -328,7 +323,7 @@ def run_label(run: Any) -> str:
 
 def scope_estimator(scope: str | None) -> str:
     """Whose influence a scope ranks: "loo" (exact) or an approximation's name."""
-    return _split(scope)[0] if scope else "loo"
+    return split_scope(scope)[0] if scope else "loo"
 
 
 def available_scopes(
@@ -347,7 +342,7 @@ def available_scopes(
             scopes.add(f"{name}/mean")
 
     def order(scope: str) -> tuple[int, str, int, int, str]:
-        estimator, rest = _split(scope)
+        estimator, rest = split_scope(scope)
         seed = scope_seed(scope) if rest.startswith("seed:") else None
         head = (0 if estimator == "loo" else 1, estimator)
         return (*head, 0 if rest == "mean" else 1 if seed is not None else 2, seed or 0, scope)
